@@ -1,0 +1,19 @@
+"""sb3-rpo: Reparameterization Proximal Policy Optimization (RPO) and SHAC for Stable-Baselines3."""
+
+import os
+
+from sb3_rpo import envs  # noqa: F401  (registers the embedded tasks)
+from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv, DiffVecEnv
+from sb3_rpo.common.registry import list_diff_envs, make_diff_vec_env, register_diff_env
+
+with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = [
+    "DiffTaskVecEnv",
+    "DiffVecEnv",
+    "__version__",
+    "list_diff_envs",
+    "make_diff_vec_env",
+    "register_diff_env",
+]

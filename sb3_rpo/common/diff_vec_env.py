@@ -1,0 +1,333 @@
+"""The differentiable vectorized environment protocol.
+
+A :class:`DiffVecEnv` is an SB3 ``VecEnv`` with a second, torch-native face:
+
+* ``diff_reset()`` / ``diff_step(actions)`` take and return batched tensors on ``env.device`` whose
+  autograd graph reaches back through the simulator to the actions and to the state at the last cut;
+* ``detach_state()`` cuts that graph (the start of a new gradient window).
+
+The numpy face (``reset``, ``step_async``/``step_wait``, ``render``...) runs the same dynamics under
+``torch.no_grad()`` and converts at the boundary, so every SB3 tool that takes a VecEnv works unchanged.
+
+:class:`DiffTaskVecEnv` is the small base of the embedded tasks: a task writes its initial-state
+sampler, dynamics, reward, observation and termination as batched tensor functions, and the base does
+the rest (time limits, automatic resets, episode statistics, non-finite state guards, input checks).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+DiffStepReturn = tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, dict[str, Any]]
+
+
+class DiffVecEnv(VecEnv):
+    """
+    A batched environment whose ``diff_step`` keeps the autograd graph.
+
+    Implementations define ``diff_reset``, ``diff_step`` and ``detach_state``; this class derives the
+    numpy ``VecEnv`` face from them. ``diff_step`` returns ``(obs, rewards, terminated, truncated, info)``:
+
+    * ``obs`` (n_envs, obs_dim) and ``rewards`` (n_envs,) are differentiable with respect to the actions
+      and to the state reached since the last ``detach_state()``;
+    * ``terminated``/``truncated`` are bool tensors (n_envs,); environments that end are reset
+      automatically and ``obs`` is then the first observation of the new episode;
+    * ``info["final_obs"]`` is the (differentiable) observation reached before that reset, equal to
+      ``obs`` where nothing ended: bootstrap from it on truncation;
+    * ``info["episode_return"]``/``info["episode_length"]`` (n_envs,) hold the undiscounted return and
+      length of the episodes that ended at this step (meaningful where ``terminated | truncated``);
+    * ``info["nonfinite"]`` (n_envs,) marks environments whose state became non-finite at this step;
+      they are reported as terminated and reset, never propagated.
+
+    :param num_envs: Number of environments simulated in one batch
+    :param observation_space: Observation space of one environment (a flat ``Box``)
+    :param action_space: Action space of one environment (a ``Box``)
+    :param device: Device of every tensor of the torch face
+    :param dtype: Floating point type of states, observations, actions and rewards
+    :param render_mode: ``None`` or ``"rgb_array"``
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        device: th.device | str = "cpu",
+        dtype: th.dtype = th.float32,
+        render_mode: str | None = None,
+    ):
+        if dtype not in (th.float32, th.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.device = th.device(device)
+        self.dtype = dtype
+        self.render_mode = render_mode
+        self._actions: np.ndarray | None = None
+        self._t_start = time.time()
+        super().__init__(num_envs, observation_space, action_space)
+
+    # ----------------------------------------------------------------- torch face
+    @abstractmethod
+    def diff_reset(self) -> th.Tensor:
+        """Reset every environment; return the observations (n_envs, obs_dim) on ``device``."""
+
+    @abstractmethod
+    def diff_step(self, actions: th.Tensor) -> DiffStepReturn:
+        """Step every environment with ``actions`` (n_envs, act_dim), keeping the autograd graph."""
+
+    @abstractmethod
+    def detach_state(self) -> None:
+        """Cut the graph: later gradients stop at the current state."""
+
+    def check_actions(self, actions: Any) -> None:
+        """Raise a clear error for actions that ``diff_step`` cannot take."""
+        expected = (self.num_envs, *self.action_space.shape)
+        if not isinstance(actions, th.Tensor):
+            raise TypeError(
+                f"diff_step expects a torch.Tensor of shape {expected}, got {type(actions).__name__}; "
+                "use step() for numpy actions."
+            )
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"diff_step expects actions of shape {expected} (n_envs, act_dim), got {tuple(actions.shape)}.")
+        if actions.dtype != self.dtype:
+            raise TypeError(f"diff_step expects actions of dtype {self.dtype} (the env's dtype), got {actions.dtype}.")
+        if actions.device != self.device:
+            raise ValueError(f"diff_step expects actions on device {self.device}, got {actions.device}.")
+        if not bool(th.isfinite(actions).all()):
+            bad = (~th.isfinite(actions)).any(dim=-1).nonzero().flatten().tolist()
+            raise ValueError(f"diff_step received non-finite actions (NaN or inf) for envs {bad}.")
+
+    # ----------------------------------------------------------------- numpy face
+    def _to_numpy_obs(self, obs: th.Tensor) -> np.ndarray:
+        return obs.detach().cpu().numpy().astype(self.observation_space.dtype, copy=False)
+
+    def reset(self) -> VecEnvObs:
+        with th.no_grad():
+            obs = self.diff_reset()
+        self._reset_seeds()
+        self._reset_options()
+        return self._to_numpy_obs(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        assert self._actions is not None, "step_async() must be called before step_wait()"
+        actions = th.as_tensor(np.asarray(self._actions), device=self.device).to(self.dtype)
+        actions = actions.reshape(self.num_envs, *self.action_space.shape)
+        with th.no_grad():
+            obs, rewards, terminated, truncated, info = self.diff_step(actions)
+        dones = (terminated | truncated).cpu().numpy()
+        infos = self.sb3_infos(info, terminated, truncated)
+        return self._to_numpy_obs(obs), rewards.detach().cpu().numpy().astype(np.float32), dones, infos
+
+    def sb3_infos(self, info: dict[str, Any], terminated: th.Tensor, truncated: th.Tensor) -> list[dict[str, Any]]:
+        """Per-env info dicts of one ``diff_step``, as SB3's VecMonitor and DummyVecEnv write them."""
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        done = (terminated | truncated).cpu().numpy()
+        if not done.any():
+            return infos
+        term = terminated.cpu().numpy()
+        final_obs = self._to_numpy_obs(info["final_obs"])
+        ep_ret = info["episode_return"].detach().cpu().numpy()
+        ep_len = info["episode_length"].cpu().numpy()
+        nonfinite = info["nonfinite"].cpu().numpy() if "nonfinite" in info else np.zeros(self.num_envs, dtype=bool)
+        t = round(time.time() - self._t_start, 6)
+        for i in np.flatnonzero(done):
+            infos[i] = {
+                "episode": {"r": round(float(ep_ret[i]), 6), "l": int(ep_len[i]), "t": t},
+                "terminal_observation": final_obs[i],
+                "TimeLimit.truncated": bool(not term[i]),
+            }
+            if nonfinite[i]:
+                infos[i]["nonfinite_state"] = True
+        return infos
+
+    def close(self) -> None:
+        pass
+
+    # A DiffVecEnv simulates all its environments in one object: attributes are shared by every index.
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+class DiffTaskVecEnv(DiffVecEnv):
+    """
+    Base of a batched torch task: subclasses write the physics, the base runs the episodes.
+
+    A task sets the class attributes ``state_dim``, ``obs_low``/``obs_high`` (or ``obs_dim`` for an
+    unbounded observation), ``action_low``/``action_high`` and ``max_episode_steps``, and implements
+
+    * ``sample_initial_state(n) -> (n, state_dim)`` (draw randomness with ``self.uniform`` / ``self.normal``);
+    * ``dynamics(state, action) -> next_state``;
+    * ``reward(state, action, next_state) -> (n,)``;
+    * ``observation(state) -> (n, obs_dim)``;
+    * optionally ``terminated(state) -> (n,) bool`` (default: never) and ``render_state(state, action)``
+      returning an RGB frame of one environment for ``render_mode="rgb_array"``.
+
+    Task parameters drawn per episode (a target, a mass) belong in the state so that the observation
+    can read them. Everything is batched over the first dimension and must work for any device and dtype.
+
+    :param num_envs: Number of environments simulated in one batch
+    :param device: Device of the simulation
+    :param dtype: ``torch.float32`` or ``torch.float64``
+    :param seed: Seed of the task's random generator (initial states); ``seed()`` changes it later
+    :param render_mode: ``None`` or ``"rgb_array"``
+    :param max_episode_steps: Override of the task's episode length (truncation)
+    """
+
+    state_dim: int
+    obs_low: Sequence[float] | None = None
+    obs_high: Sequence[float] | None = None
+    obs_dim: int | None = None
+    action_low: Sequence[float]
+    action_high: Sequence[float]
+    max_episode_steps: int = 1000
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: th.device | str = "cpu",
+        dtype: th.dtype = th.float32,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+    ):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if max_episode_steps is not None:
+            self.max_episode_steps = int(max_episode_steps)
+        if self.obs_low is not None and self.obs_high is not None:
+            obs_space = spaces.Box(np.array(self.obs_low, np.float32), np.array(self.obs_high, np.float32), dtype=np.float32)
+        else:
+            assert self.obs_dim is not None, "a task sets obs_low/obs_high or obs_dim"
+            obs_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), dtype=np.float32)
+        act_space = spaces.Box(np.array(self.action_low, np.float32), np.array(self.action_high, np.float32), dtype=np.float32)
+        super().__init__(num_envs, obs_space, act_space, device=device, dtype=dtype, render_mode=render_mode)
+        self.generator = th.Generator(device=self.device)
+        self.seed(seed)
+        self.state = th.zeros(num_envs, self.state_dim, device=self.device, dtype=dtype)
+        self.elapsed_steps = th.zeros(num_envs, dtype=th.long, device=self.device)
+        self.episode_returns = th.zeros(num_envs, dtype=dtype, device=self.device)
+        self.nonfinite_count = 0  # environments reset because their state became NaN/inf
+        self._last_actions: th.Tensor | None = None
+        self._needs_reset = True
+
+    # ------------------------------------------------------------- what a task writes
+    @abstractmethod
+    def sample_initial_state(self, n: int) -> th.Tensor:
+        """Draw ``n`` initial states (n, state_dim)."""
+
+    @abstractmethod
+    def dynamics(self, state: th.Tensor, action: th.Tensor) -> th.Tensor:
+        """Next state (n, state_dim) reached from ``state`` under ``action``."""
+
+    @abstractmethod
+    def reward(self, state: th.Tensor, action: th.Tensor, next_state: th.Tensor) -> th.Tensor:
+        """Reward (n,) of the transition ``state -> next_state`` under ``action``."""
+
+    @abstractmethod
+    def observation(self, state: th.Tensor) -> th.Tensor:
+        """Observation (n, obs_dim) of ``state``."""
+
+    def terminated(self, state: th.Tensor) -> th.Tensor:
+        """Whether ``state`` ends the episode (n,) bool; by default episodes end only at the time limit."""
+        return th.zeros(state.shape[0], dtype=th.bool, device=state.device)
+
+    def render_state(self, state: np.ndarray, action: np.ndarray | None) -> np.ndarray:
+        """RGB frame (H, W, 3) of one environment's ``state``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement render_state()")
+
+    # ------------------------------------------------------------- randomness helpers
+    def uniform(self, n: int, low: Sequence[float] | float, high: Sequence[float] | float) -> th.Tensor:
+        """Uniform samples (n, d) between ``low`` and ``high`` from the task's generator."""
+        low_t = th.as_tensor(low, dtype=self.dtype, device=self.device).reshape(1, -1)
+        high_t = th.as_tensor(high, dtype=self.dtype, device=self.device).reshape(1, -1)
+        width = max(low_t.shape[1], high_t.shape[1])
+        u = th.rand(n, width, generator=self.generator, dtype=self.dtype, device=self.device)
+        return low_t + (high_t - low_t) * u
+
+    def normal(self, n: int, d: int) -> th.Tensor:
+        """Standard normal samples (n, d) from the task's generator."""
+        return th.randn(n, d, generator=self.generator, dtype=self.dtype, device=self.device)
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        if seed is None:
+            seed = int(np.random.randint(0, np.iinfo(np.uint32).max, dtype=np.uint32))
+        self.generator.manual_seed(int(seed))
+        return [int(seed) + i for i in range(self.num_envs)]
+
+    # ------------------------------------------------------------- the protocol
+    def diff_reset(self) -> th.Tensor:
+        self.state = self.sample_initial_state(self.num_envs).to(self.dtype)
+        self.elapsed_steps.zero_()
+        self.episode_returns.zero_()
+        self._last_actions = None
+        self._needs_reset = False
+        return self.observation(self.state)
+
+    def detach_state(self) -> None:
+        self.state = self.state.detach()
+
+    def diff_step(self, actions: th.Tensor) -> DiffStepReturn:
+        if self._needs_reset:
+            raise RuntimeError(f"{type(self).__name__}: call diff_reset() (or reset()) before stepping.")
+        self.check_actions(actions)
+        state = self.state
+        next_state = self.dynamics(state, actions)
+        rewards = self.reward(state, actions, next_state)
+
+        # A non-finite state is reported, ends its episode (bootstrap 0) and never reaches the caller.
+        nonfinite = ~(th.isfinite(next_state).all(dim=-1) & th.isfinite(rewards))
+        safe_next = th.where(nonfinite.unsqueeze(-1), state.detach(), next_state)
+        rewards = th.where(nonfinite, th.zeros_like(rewards), rewards)
+        if bool(nonfinite.any()):
+            self.nonfinite_count += int(nonfinite.sum())
+            warnings.warn(f"{type(self).__name__}: {int(nonfinite.sum())} env(s) reached a non-finite state; reset them.")
+
+        self.elapsed_steps += 1
+        self.episode_returns += rewards.detach()
+        terminated = self.terminated(safe_next) | nonfinite
+        truncated = self.elapsed_steps >= self.max_episode_steps
+        done = terminated | truncated
+
+        final_obs = self.observation(safe_next)
+        info: dict[str, Any] = {
+            "final_obs": final_obs,
+            "episode_return": self.episode_returns.clone(),
+            "episode_length": self.elapsed_steps.clone(),
+            "nonfinite": nonfinite,
+        }
+        # Automatic reset without a host sync: fresh states replace ended ones, which cuts their gradient.
+        fresh = self.sample_initial_state(self.num_envs).to(self.dtype)
+        self.state = th.where(done.unsqueeze(-1), fresh, safe_next)
+        obs = th.where(done.unsqueeze(-1), self.observation(self.state), final_obs)
+        self.elapsed_steps = th.where(done, th.zeros_like(self.elapsed_steps), self.elapsed_steps)
+        self.episode_returns = th.where(done, th.zeros_like(self.episode_returns), self.episode_returns)
+        self._last_actions = actions.detach()
+        return obs, rewards, terminated, truncated, info
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        if self.render_mode != "rgb_array":
+            return [None for _ in range(self.num_envs)]
+        states = self.state.detach().cpu().double().numpy()
+        actions = None if self._last_actions is None else self._last_actions.cpu().double().numpy()
+        return [self.render_state(states[i], None if actions is None else actions[i]) for i in range(self.num_envs)]
