@@ -5,13 +5,18 @@ import os
 from sb3_rpo import envs  # noqa: F401  (registers the embedded tasks)
 from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv, DiffVecEnv
 from sb3_rpo.common.registry import list_diff_envs, make_diff_vec_env, register_diff_env
+from sb3_rpo.rpo import RPO, RPOPolicy
+from sb3_rpo.shac import SHAC
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
 
 __all__ = [
+    "RPO",
+    "SHAC",
     "DiffTaskVecEnv",
     "DiffVecEnv",
+    "RPOPolicy",
     "__version__",
     "list_diff_envs",
     "make_diff_vec_env",

@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 DiffStepReturn = tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, dict[str, Any]]
@@ -166,7 +167,8 @@ class DiffVecEnv(VecEnv):
         return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        # Episode statistics are built in, exactly as Monitor writes them (evaluate_policy relies on this).
+        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
 
 
 class DiffTaskVecEnv(DiffVecEnv):

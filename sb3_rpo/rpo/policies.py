@@ -1,0 +1,253 @@
+"""Policy of RPO and SHAC: a Gaussian actor, an ensemble of critics with target copies, and an
+observation normalizer, all of them inside the differentiable graph."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class RunningObsNormalizer(nn.Module):
+    """
+    Running mean and variance of observations, applied as a fixed affine map inside the graph.
+
+    The statistics are buffers (saved with the policy) and change only when ``update()`` is called,
+    which RPO does between iterations, so backpropagation through a window sees one fixed map.
+
+    :param shape: Shape of one observation
+    :param enabled: When False, ``forward`` is the identity
+    :param epsilon: Added to the variance before the square root
+    """
+
+    def __init__(self, shape: tuple[int, ...], enabled: bool = True, epsilon: float = 1e-8):
+        super().__init__()
+        self.enabled = enabled
+        self.epsilon = epsilon
+        self.register_buffer("mean", th.zeros(shape))
+        self.register_buffer("var", th.ones(shape))
+        self.register_buffer("count", th.tensor(1e-4))
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        if not self.enabled:
+            return obs
+        return (obs - self.mean) / th.sqrt(self.var + self.epsilon)
+
+    @th.no_grad()
+    def update(self, batch: th.Tensor) -> None:
+        """Merge the moments of ``batch`` (B, *shape) into the running statistics (Chan et al.)."""
+        if not self.enabled:
+            return
+        batch = batch.reshape(-1, *self.mean.shape).to(self.mean.dtype)
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.mean += delta * batch_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def _mlp(
+    input_dim: int, output_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool
+) -> nn.Sequential:
+    return nn.Sequential(
+        *create_mlp(input_dim, output_dim, net_arch, activation_fn, post_linear_modules=[nn.LayerNorm] if layer_norm else None)
+    )
+
+
+class GaussianActor(nn.Module):
+    """
+    Diagonal Gaussian a = mu(s) + sigma(s) * eps over the pre-squash action.
+
+    :param obs_dim: Size of the (normalized) observation
+    :param action_dim: Size of the action
+    :param net_arch: Hidden layer sizes
+    :param activation_fn: Activation after each hidden layer
+    :param layer_norm: LayerNorm after each hidden linear layer
+    :param log_std_init: Initial log standard deviation
+    :param state_dependent_std: Predict log-std from the state instead of a free parameter vector
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        layer_norm: bool,
+        log_std_init: float,
+        state_dependent_std: bool,
+    ):
+        super().__init__()
+        self.latent = _mlp(obs_dim, -1, net_arch, activation_fn, layer_norm)
+        last = net_arch[-1] if net_arch else obs_dim
+        self.mu = nn.Linear(last, action_dim)
+        self.state_dependent_std = state_dependent_std
+        if state_dependent_std:
+            self.log_std_head = nn.Linear(last, action_dim)
+            nn.init.zeros_(self.log_std_head.weight)
+            nn.init.constant_(self.log_std_head.bias, log_std_init)
+        else:
+            self.log_std = nn.Parameter(th.full((action_dim,), float(log_std_init)))
+
+    def forward(self, norm_obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Mean and standard deviation of the Gaussian at ``norm_obs``."""
+        latent = self.latent(norm_obs)
+        log_std = self.log_std_head(latent) if self.state_dependent_std else self.log_std.expand(latent.shape[0], -1)
+        return self.mu(latent), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+
+class CriticEnsemble(nn.Module):
+    """``n_critics`` independent state-value networks; ``forward`` returns (n_critics, batch)."""
+
+    def __init__(self, obs_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool, n_critics: int):
+        super().__init__()
+        self.q_networks = nn.ModuleList(_mlp(obs_dim, 1, net_arch, activation_fn, layer_norm) for _ in range(n_critics))
+
+    def forward(self, norm_obs: th.Tensor) -> th.Tensor:
+        return th.stack([net(norm_obs).squeeze(-1) for net in self.q_networks])
+
+
+def gaussian_log_prob(actions: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
+    """Joint log-density of a diagonal Gaussian, summed over action dimensions."""
+    return (-((actions - mean) ** 2) / (2 * std**2) - th.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(std: th.Tensor) -> th.Tensor:
+    return (th.log(std) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def gaussian_kl(mean_old: th.Tensor, std_old: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
+    """KL(old || new) of diagonal Gaussians, summed over action dimensions."""
+    return (th.log(std / std_old) + (std_old**2 + (mean_old - mean) ** 2) / (2 * std**2) - 0.5).sum(-1)
+
+
+class RPOPolicy(BasePolicy):
+    """
+    Policy of RPO and SHAC.
+
+    The Gaussian sample ``a`` is unbounded; ``to_env_action`` squashes it into the Box inside the
+    graph (tanh, then affine to the bounds), so the gradient reaches ``a`` from the simulator.
+
+    :param observation_space: Observation space (a flat Box)
+    :param action_space: Action space (a Box with finite bounds)
+    :param lr_schedule: Learning-rate schedule of the actor
+    :param critic_lr_schedule: Learning-rate schedule of the critics (default: the actor's)
+    :param net_arch: Hidden layers, a list shared by actor and critic or ``dict(pi=[...], vf=[...])``
+    :param activation_fn: Activation function (SiLU by default)
+    :param layer_norm: Whether to add LayerNorm after each hidden linear layer
+    :param log_std_init: Initial log standard deviation of the Gaussian
+    :param state_dependent_std: Whether the log-std is a function of the state
+    :param n_critics: Number of critics in the ensemble
+    :param normalize_obs: Whether to normalize observations with running statistics inside the graph
+    :param optimizer_class: Optimizer of the actor and of the critics
+    :param optimizer_kwargs: Its keyword arguments (default ``betas=(0.7, 0.95)``)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        critic_lr_schedule: Schedule | None = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.SiLU,
+        layer_norm: bool = True,
+        log_std_init: float = 0.0,
+        state_dependent_std: bool = False,
+        n_critics: int = 2,
+        normalize_obs: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.AdamW,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ):
+        if optimizer_kwargs is None:
+            optimizer_kwargs = {"betas": (0.7, 0.95)}
+        super().__init__(
+            observation_space,
+            action_space,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=True,
+        )
+        if net_arch is None:
+            net_arch = [64, 64]
+        pi_arch, vf_arch = (net_arch["pi"], net_arch["vf"]) if isinstance(net_arch, dict) else (net_arch, net_arch)
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.layer_norm = layer_norm
+        self.log_std_init = log_std_init
+        self.state_dependent_std = state_dependent_std
+        self.n_critics = n_critics
+        self.normalize_obs = normalize_obs
+
+        obs_dim, action_dim = int(np.prod(observation_space.shape)), int(np.prod(action_space.shape))
+        self.obs_normalizer = RunningObsNormalizer((obs_dim,), enabled=normalize_obs)
+        self.actor = GaussianActor(obs_dim, action_dim, pi_arch, activation_fn, layer_norm, log_std_init, state_dependent_std)
+        self.critic = CriticEnsemble(obs_dim, vf_arch, activation_fn, layer_norm, n_critics)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.critic_target.requires_grad_(False)
+        self.register_buffer("action_low", th.as_tensor(action_space.low, dtype=th.float32))
+        self.register_buffer("action_high", th.as_tensor(action_space.high, dtype=th.float32))
+
+        self.actor.optimizer = optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs)
+        critic_lr = (critic_lr_schedule or lr_schedule)(1)
+        self.critic.optimizer = optimizer_class(self.critic.parameters(), lr=critic_lr, **optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            layer_norm=self.layer_norm,
+            log_std_init=self.log_std_init,
+            state_dependent_std=self.state_dependent_std,
+            n_critics=self.n_critics,
+            normalize_obs=self.normalize_obs,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
+            lr_schedule=self._dummy_schedule,
+        )
+        return data
+
+    @property
+    def dtype(self) -> th.dtype:
+        return self.action_low.dtype
+
+    def normalize(self, obs: th.Tensor) -> th.Tensor:
+        return self.obs_normalizer(obs.reshape(obs.shape[0], -1).to(self.dtype))
+
+    def to_env_action(self, actions: th.Tensor) -> th.Tensor:
+        """Squash pre-squash Gaussian actions into the Box bounds, differentiably."""
+        return self.action_low + 0.5 * (th.tanh(actions) + 1.0) * (self.action_high - self.action_low)
+
+    def values(self, norm_obs: th.Tensor, target: bool = False) -> th.Tensor:
+        """Values of every critic of the ensemble (or of the target copies), shape (n_critics, batch)."""
+        return (self.critic_target if target else self.critic)(norm_obs)
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:  # type: ignore[override]
+        # In [-1, 1]: BasePolicy.predict() maps it to the Box bounds because squash_output=True.
+        mean, std = self.actor(self.normalize(observation))  # type: ignore[arg-type]
+        actions = mean if deterministic else mean + std * th.randn_like(mean)
+        return th.tanh(actions)
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.actor.train(mode)
+        self.critic.train(mode)
+        self.training = mode
+
+
+MlpPolicy = RPOPolicy
