@@ -90,7 +90,7 @@ def test_predict_and_evaluate_policy():
     assert single.shape == (1,) and -2.0 <= single[0] <= 2.0
     batch, _ = model.predict(np.zeros((5, 3), dtype=np.float32))
     assert batch.shape == (5, 1) and np.all(np.abs(batch) <= 2.0)
-    mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=4)
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=4)
     assert np.isfinite(mean) and -16.3 * 200 <= mean <= 0
     # The single gymnasium env works too.
     mean_gym, _ = evaluate_policy(model, Monitor(gym.make("DiffPendulum-v0")), n_eval_episodes=1)
