@@ -1,0 +1,77 @@
+"""Throughput of every registered differentiable task: env-steps/s of a gradient window.
+
+    python benchmarks/env_throughput.py                      # n_envs 64, window 32, CPU, 1 thread
+    python benchmarks/env_throughput.py --device cuda --n-envs 4096
+
+For each task, a window of ``--window`` steps is simulated from the current state with the graph
+recorded (actions are tanh of leaf tensors, as RPO squashes its Gaussian samples), then the summed reward
+is backpropagated to every action. "forward" times the window alone, "forward+backward" the window and
+the backward pass; both are reported as env-steps/s (n_envs * window / seconds), median over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch as th
+
+from sb3_rpo import list_diff_envs, make_diff_vec_env
+
+
+def window(env, actions: list[th.Tensor], scale: th.Tensor, shift: th.Tensor, backward: bool) -> None:
+    env.detach_state()
+    total = 0.0
+    for a in actions:
+        _, rewards, _, _, _ = env.diff_step(th.tanh(a) * scale + shift)
+        total = total + rewards.sum()
+    if backward:
+        total.backward()
+    if env.device.type == "cuda":
+        th.cuda.synchronize()
+
+
+def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -> dict[str, float]:
+    env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device=device)
+    low = th.as_tensor(env.action_space.low, device=env.device)
+    high = th.as_tensor(env.action_space.high, device=env.device)
+    scale, shift = (high - low) / 2, (high + low) / 2
+    env.diff_reset()
+    act_dim = env.action_space.shape[0]
+    results = {}
+    for mode, backward in (("forward", False), ("forward+backward", True)):
+        times = []
+        for rep in range(repeats + 1):  # the first window warms up
+            actions = [(0.5 * th.randn(n_envs, act_dim, device=env.device)).requires_grad_(True) for _ in range(horizon)]
+            start = time.perf_counter()
+            window(env, actions, scale, shift, backward)
+            if rep > 0:
+                times.append(time.perf_counter() - start)
+        results[mode] = n_envs * horizon / statistics.median(times)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-envs", type=int, default=64)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    print(
+        f"torch {th.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), device {args.device}"
+    )
+    print(f"n_envs {args.n_envs}, window {args.window}, median of {args.repeats} windows\n")
+    print("| task | forward (env-steps/s) | forward+backward (env-steps/s) |")
+    print("|---|---:|---:|")
+    for env_id in list_diff_envs():
+        r = measure(env_id, args.n_envs, args.window, args.repeats, args.device)
+        print(f"| {env_id} | {r['forward']:,.0f} | {r['forward+backward']:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
