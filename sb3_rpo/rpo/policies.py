@@ -225,7 +225,7 @@ class RPOPolicy(BasePolicy):
         return self.action_low.dtype
 
     def normalize(self, obs: th.Tensor) -> th.Tensor:
-        return self.obs_normalizer(obs.reshape(obs.shape[0], -1).to(self.dtype))
+        return self.obs_normalizer(obs.reshape(obs.shape[0], -1).to(device=self.action_low.device, dtype=self.dtype))
 
     def to_env_action(self, actions: th.Tensor) -> th.Tensor:
         """Squash pre-squash Gaussian actions into the Box bounds, differentiably."""
