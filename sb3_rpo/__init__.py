@@ -4,6 +4,7 @@ import os
 
 from sb3_rpo import envs  # noqa: F401  (registers the embedded tasks)
 from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv, DiffVecEnv
+from sb3_rpo.common.jacobian_env import JacobianVecEnv, SimStep
 from sb3_rpo.common.registry import list_diff_envs, make_diff_vec_env, register_diff_env
 from sb3_rpo.rpo import RPO, RPOPolicy
 from sb3_rpo.shac import SHAC
@@ -16,6 +17,8 @@ __all__ = [
     "SHAC",
     "DiffTaskVecEnv",
     "DiffVecEnv",
+    "JacobianVecEnv",
+    "SimStep",
     "RPOPolicy",
     "__version__",
     "list_diff_envs",

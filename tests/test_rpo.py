@@ -227,6 +227,7 @@ def test_nan_state_is_reset_and_training_goes_on():
         model.learn(4 * 8 * 10)
     assert model.get_env().nonfinite_count == 2  # steps 5 and 45 of 80
     assert model._n_updates == 10
+    assert model.skipped_updates == 0  # the env zeroes that env's gradient: the other envs' update stands
     assert all(th.isfinite(p).all() for p in model.policy.state_dict().values())
 
 

@@ -69,7 +69,7 @@ class DiffVecEnv(VecEnv):
     ):
         if dtype not in (th.float32, th.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self.device = th.device(device)
+        self.device = th.empty(0, device=device).device  # "cuda" -> "cuda:0", as tensors report it
         self.dtype = dtype
         self.render_mode = render_mode
         self._actions: np.ndarray | None = None
@@ -293,12 +293,17 @@ class DiffTaskVecEnv(DiffVecEnv):
         if self._needs_reset:
             raise RuntimeError(f"{type(self).__name__}: call diff_reset() (or reset()) before stepping.")
         self.check_actions(actions)
-        state = self.state
-        next_state = self.dynamics(state, actions)
-        rewards = self.reward(state, actions, next_state)
+        state, step_actions = self.state.view_as(self.state), actions.view_as(actions)  # nodes of this step only
+        next_state = self.dynamics(state, step_actions)
+        rewards = self.reward(state, step_actions, next_state)
 
         # A non-finite state is reported, ends its episode (bootstrap 0) and never reaches the caller.
         nonfinite = ~(th.isfinite(next_state).all(dim=-1) & th.isfinite(rewards))
+        # Its derivatives are NaN too: zero them where they enter the step, or the backward pass would turn the
+        # zero gradient of the discarded next state into NaN (0 * nan) and spoil the whole batch.
+        for x in (state, step_actions):
+            if x.requires_grad:
+                x.register_hook(lambda grad: None if grad is None else grad.masked_fill(nonfinite.unsqueeze(-1), 0.0))
         safe_next = th.where(nonfinite.unsqueeze(-1), state.detach(), next_state)
         rewards = th.where(nonfinite, th.zeros_like(rewards), rewards)
         if bool(nonfinite.any()):
