@@ -1,0 +1,3 @@
+from sb3_rpo.zoo.cli import main
+
+main()

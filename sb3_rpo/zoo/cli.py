@@ -1,0 +1,96 @@
+"""Command line of ``python -m sb3_rpo.zoo`` and ``sb3-rpo-zoo``: rl-zoo3's scripts with RPO and SHAC added."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from rl_zoo3.utils import get_saved_hyperparams
+
+from sb3_rpo.zoo import DIFF_ALGOS, ZooExperimentManager
+
+PROG = "sb3-rpo-zoo"
+
+
+def train() -> None:
+    """rl-zoo3's ``train`` (every flag), with :class:`ZooExperimentManager` building the experiment."""
+    import rl_zoo3.train
+
+    rl_zoo3.train.ExperimentManager = ZooExperimentManager  # type: ignore[misc]  # train() reads this module global
+    rl_zoo3.train.train()
+
+
+def _saved_hyperparams_without_vecnormalize(
+    stats_path: str, norm_reward: bool = False, test_mode: bool = False
+) -> tuple[dict[str, Any], str | None]:
+    hyperparams, path = get_saved_hyperparams(stats_path, norm_reward=norm_reward, test_mode=test_mode)
+    # RPO's `normalize` is the policy's in-graph normalization, saved inside the model: no vecnormalize.pkl.
+    hyperparams["normalize"] = False
+    return hyperparams, path
+
+
+def enjoy() -> None:
+    """rl-zoo3's ``enjoy``: load a model and run episodes on the environment's numpy (gymnasium) face."""
+    import rl_zoo3.enjoy
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--algo", default="ppo")
+    if parser.parse_known_args(sys.argv[1:])[0].algo in DIFF_ALGOS:
+        rl_zoo3.enjoy.get_saved_hyperparams = _saved_hyperparams_without_vecnormalize
+    rl_zoo3.enjoy.enjoy()
+
+
+def plot() -> None:
+    """rl-zoo3's ``plot_train`` (training episode returns from monitor.csv), plus ``-o FILE`` to save the figure."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-o", "--output", default=None)
+    args, rest = parser.parse_known_args(sys.argv[1:])
+    sys.argv = [sys.argv[0], *rest]
+    if args.output is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # headless: plot_train's final plt.show() becomes a no-op
+    from matplotlib import pyplot as plt
+    from rl_zoo3.plots import plot_train
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-interactive.*")
+        plot_train()
+    if args.output is not None:
+        plt.savefig(args.output)
+        print(f"Saved {args.output}")
+
+
+def _rl_zoo3_plots(name: str) -> Callable[[], None]:
+    # Imported on use: the plotting stack (seaborn, scipy...) would slow every train and enjoy start.
+    return lambda: getattr(importlib.import_module("rl_zoo3.plots"), name)()
+
+
+COMMANDS = {
+    "train": train,
+    "enjoy": enjoy,
+    "plot": plot,
+    "plot_train": _rl_zoo3_plots("plot_train"),
+    "plot_from_file": _rl_zoo3_plots("plot_from_file"),
+    "all_plots": _rl_zoo3_plots("all_plots"),
+}
+
+
+USAGE = f"""usage: {PROG} {{{",".join(COMMANDS)}}} [rl-zoo3 arguments]
+
+rl-zoo3's scripts with the algorithms 'rpo' and 'shac' added; '{PROG} <command> -h' lists the arguments.
+plot is plot_train with '-o FILE' to save the figure."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(USAGE, file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
+    sys.argv = [f"{PROG} {argv[0]}", *argv[1:]]  # argparse's usage line then reads "sb3-rpo-zoo train ..."
+    COMMANDS[argv[0]]()
