@@ -71,9 +71,11 @@ def test_every_hyperparameter_entry_builds_a_model(tmp_path, algo, cls):
         assert isinstance(env, DiffVecEnv) and env.num_envs == entries[env_id]["n_envs"] and env.device == th.device("cpu")
         model = cls(env=env, device="cpu", **hyperparams)
         assert model.policy.normalize_obs == entries[env_id]["normalize"]
-    pendulum = entries[ENV]
-    assert (pendulum["n_envs"], pendulum["n_steps"], pendulum["learning_rate"], pendulum["n_timesteps"]) == (16, 32, 2e-3, 5e4)
-    assert pendulum.get("n_epochs", 10) == 10
+        assert model.n_steps == entries[env_id]["n_steps"]
+        assert model.n_epochs == entries[env_id].get("n_epochs", 1)
+        assert model.lr_schedule(1.0) == pytest.approx(float(entries[env_id]["learning_rate"]))
+        policy_kwargs = eval(entries[env_id]["policy_kwargs"], {"dict": dict})
+        assert model.policy.log_std_init == policy_kwargs.get("log_std_init", 0.0)
 
 
 def test_algorithms_are_registered_next_to_rl_zoo3s():
