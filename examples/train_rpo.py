@@ -1,13 +1,14 @@
 """Train RPO (Reparameterization PPO) on an embedded differentiable task, evaluate it, and save it.
 
-    python examples/train_rpo.py                       # DiffPendulum-v0, about a minute on a laptop CPU
-    python examples/train_rpo.py --algo shac           # the SHAC baseline, same settings, one epoch
-    python examples/train_rpo.py --env DiffCartPoleSwingUp-v0 --timesteps 300000
+python examples/train_rpo.py                       # DiffPendulum-v0, about a minute on a laptop CPU
+python examples/train_rpo.py --algo shac           # the SHAC baseline, same settings, one epoch
+python examples/train_rpo.py --env DiffCartPoleSwingUp-v0 --timesteps 300000
 """
 
 import argparse
 import time
 
+import torch as th
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_rpo import RPO, SHAC, list_diff_envs, make_diff_vec_env
@@ -24,7 +25,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--save", default="rpo_model", help="where to save the trained model (.zip)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small networks: 1 is fastest)")
     args = parser.parse_args()
+    th.set_num_threads(args.threads)
 
     kwargs = dict(HYPERPARAMS)
     if args.algo == "shac":
