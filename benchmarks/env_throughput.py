@@ -18,7 +18,8 @@ import time
 
 import torch as th
 
-from sb3_rpo import list_diff_envs, make_diff_vec_env
+from sb3_rpo import make_diff_vec_env
+from sb3_rpo.envs import EMBEDDED_ENV_IDS
 
 
 def window(env, actions: list[th.Tensor], scale: th.Tensor, shift: th.Tensor, backward: bool) -> None:
@@ -68,7 +69,7 @@ def main() -> None:
     print(f"n_envs {args.n_envs}, window {args.window}, median of {args.repeats} windows\n")
     print("| task | forward (env-steps/s) | forward+backward (env-steps/s) |")
     print("|---|---:|---:|")
-    for env_id in list_diff_envs():
+    for env_id in EMBEDDED_ENV_IDS:
         r = measure(env_id, args.n_envs, args.window, args.repeats, args.device)
         print(f"| {env_id} | {r['forward']:,.0f} | {r['forward+backward']:,.0f} |", flush=True)
 

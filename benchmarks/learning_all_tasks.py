@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sb3_rpo import list_diff_envs, make_diff_vec_env
+from sb3_rpo import make_diff_vec_env
+from sb3_rpo.envs import EMBEDDED_ENV_IDS
 
 HYPERPARAMS = Path(__file__).resolve().parents[1] / "hyperparams"
 
@@ -76,7 +77,7 @@ def train(algo: str, env_id: str, seed: int, n_timesteps: int, folder: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=list_diff_envs())
+    parser.add_argument("--envs", nargs="+", default=list(EMBEDDED_ENV_IDS))
     parser.add_argument("--algos", nargs="+", default=["rpo"])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--folder", type=Path, default=Path("logs/learning_all_tasks"))

@@ -12,11 +12,12 @@ import torch as th
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_rpo import list_diff_envs, make_diff_vec_env
+from sb3_rpo import make_diff_vec_env
+from sb3_rpo.envs import EMBEDDED_ENV_IDS
 from sb3_rpo.envs.pendulum import DiffPendulum
 
 PENDULUM = "DiffPendulum-v0"
-ALL_IDS = list_diff_envs()
+ALL_IDS = EMBEDDED_ENV_IDS
 
 
 def make_pendulum(n_envs: int = 4, seed: int = 0, **kwargs) -> DiffPendulum:

@@ -21,7 +21,8 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3 import PPO, SAC
 
-from sb3_rpo import RPO, SHAC, DiffVecEnv, list_diff_envs
+from sb3_rpo import RPO, SHAC, DiffVecEnv
+from sb3_rpo.envs import EMBEDDED_ENV_IDS
 from sb3_rpo.zoo import HYPERPARAMS_DIR, ZooExperimentManager, convert_rpo_params, is_numerical_failure
 from sb3_rpo.zoo.hyperparams_opt import sample_rpo_params, sample_shac_params
 
@@ -61,8 +62,8 @@ def test_every_hyperparameter_entry_builds_a_model(tmp_path, algo, cls):
     config = HYPERPARAMS_DIR / f"{algo}.yml"
     assert config.resolve() == (Path(__file__).parents[1] / "hyperparams" / f"{algo}.yml").resolve()
     entries = yaml.safe_load(config.read_text())
-    assert set(list_diff_envs()) | {"default"} <= set(entries)
-    for env_id in list_diff_envs():
+    assert set(EMBEDDED_ENV_IDS) | {"default"} <= set(entries)
+    for env_id in EMBEDDED_ENV_IDS:
         manager = make_manager(tmp_path, algo, env_id)
         assert manager.config == str(config)  # the package's file without -conf
         hyperparams, _ = manager.read_hyperparameters()
@@ -85,13 +86,20 @@ def test_algorithms_are_registered_next_to_rl_zoo3s():
     assert "ppo" in HYPERPARAMS_SAMPLER
 
 
+def manager_policy_kwargs() -> dict:
+    """The policy_kwargs of the package's DiffPendulum-v0 entry."""
+    entry = yaml.safe_load((HYPERPARAMS_DIR / "rpo.yml").read_text())[ENV]
+    return eval(entry["policy_kwargs"], {"dict": dict})
+
+
 def test_hyperparameter_preprocessing(tmp_path):
     custom = {"normalize": False, "net_arch": [8], "learning_rate": "lin_2e-3", "critic_learning_rate": "lin_1e-3"}
     manager = make_manager(tmp_path, hyperparams=custom, eval_env_kwargs={"max_episode_steps": 7})
     hyperparams, saved = manager.read_hyperparameters()
     hyperparams, env_wrapper, _, vec_env_wrapper = manager._preprocess_hyperparams(hyperparams)
     assert saved["net_arch"] == [8] and saved["normalize"] is False  # config.yml keeps what was asked
-    assert hyperparams["policy_kwargs"] == {"net_arch": [8], "normalize_obs": False}
+    # -params overrides the yml's net_arch and normalization, and keeps its other policy settings
+    assert hyperparams["policy_kwargs"] == {**manager_policy_kwargs(), "net_arch": [8], "normalize_obs": False}
     assert not manager.normalize and env_wrapper is None and vec_env_wrapper is None  # never a VecNormalize
     assert hyperparams["learning_rate"](0.5) == pytest.approx(1e-3)
     assert hyperparams["critic_learning_rate"](0.5) == pytest.approx(5e-4)
