@@ -64,6 +64,8 @@ def train(algo: str, env_id: str, seed: int, n_timesteps: int, folder: Path) -> 
         "10",
         "--device",
         "cpu",
+        "--num-threads",
+        "1",  # small networks: more threads only contend for the cores
         "--log-interval",
         "-1",
     ]

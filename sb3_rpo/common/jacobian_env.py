@@ -66,8 +66,8 @@ class JacobianVecEnv(DiffTaskVecEnv):
     error with ``.backward()``, while ``torch.autograd.grad(..., inputs)`` leaves the simulator's
     second-order terms out silently, as for any once-differentiable torch function.
 
-    Rows whose next state is non-finite get a zero gradient: :class:`DiffTaskVecEnv` resets those envs, and
-    their (often NaN) Jacobians would otherwise turn the zero incoming gradient into NaN.
+    Rows whose next state is non-finite get a zero gradient through ``diff_step``, as in every
+    :class:`DiffTaskVecEnv`, which resets those envs.
 
     Example, a point mass with drag (``state = [x, v]``, ``action = [force]``)::
 
@@ -166,7 +166,6 @@ class _SimStepFunction(th.autograd.Function):
         else:
             ctx.jacobians = None
         ctx.vjp, ctx.to_numpy, ctx.act_dim = step.vjp, env._to_numpy, action.shape[1]
-        ctx.finite = th.isfinite(next_state).all(dim=-1, keepdim=True)
         return next_state
 
     @staticmethod
@@ -183,9 +182,4 @@ class _SimStepFunction(th.autograd.Function):
             _check_shape("vjp: grad_action", grad_action_np, (grad_next.shape[0], ctx.act_dim))
             grad_state = _to_torch(grad_state_np, grad_next) if ctx.needs_input_grad[0] else None
             grad_action = _to_torch(grad_action_np, grad_next) if ctx.needs_input_grad[1] else None
-        # The env resets a non-finite step: its (often NaN) derivatives must not reach earlier steps.
-        return _zero_where_nonfinite(grad_state, ctx.finite), _zero_where_nonfinite(grad_action, ctx.finite), None
-
-
-def _zero_where_nonfinite(grad: th.Tensor | None, finite: th.Tensor) -> th.Tensor | None:
-    return None if grad is None else th.where(finite, grad, th.zeros_like(grad))
+        return grad_state, grad_action, None
