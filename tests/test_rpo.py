@@ -150,6 +150,13 @@ def test_minibatches_and_state_dependent_std():
     assert model.policy.actor.state_dependent_std and model._n_updates == 3
 
 
+def test_single_critic():
+    model = RPO("MlpPolicy", "DiffPendulum-v0", seed=0, **{**SMALL, "policy_kwargs": dict(net_arch=[16], n_critics=1)})
+    model.learn(4 * 8 * 2)
+    assert len(model.policy.critic.q_networks) == len(model.policy.critic_target.q_networks) == 1
+    assert model.policy.values(th.zeros(3, 3)).shape == (1, 3)
+
+
 def test_auto_entropy_moves_temperature_towards_target():
     model = RPO("MlpPolicy", "DiffPendulum-v0", seed=0, ent_coef="auto_0.5", target_entropy=-5.0, **SMALL)
     model.learn(4 * 8 * 5)
