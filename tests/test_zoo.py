@@ -189,11 +189,15 @@ def test_train_then_enjoy_best_and_checkpoint(tmp_path):
     best = start([*enjoy, "--load-best"], tmp_path)
     checkpoint = start([*enjoy, "--load-checkpoint", "256"], tmp_path)
     plot = start(["plot", "-a", "rpo", "-e", ENV, "-f", "logs", "-w", "2", "-o", "curve.png"], tmp_path)
+    evals = ["all_plots", "-a", "rpo", "-e", ENV, "-f", "logs", "--no-display", "-o", "results", "--png", "evals.png"]
+    all_plots = start(evals, tmp_path)
     for process, model_file in ((best, "best_model.zip"), (checkpoint, "rl_model_256_steps.zip")):
         output = finish(process)
         assert f"Loading logs/rpo/{ENV}_1/{model_file}" in output
         assert "6 Episodes" in output and "Mean episode length: 32.00" in output
     assert "Saved curve.png" in finish(plot) and (tmp_path / "curve.png").stat().st_size > 0
+    assert "Saved evals.png" in finish(all_plots) and (tmp_path / "evals.png").stat().st_size > 0
+    assert (tmp_path / "results.pkl").is_file()  # all_plots' own -o is untouched
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -44,25 +45,32 @@ def enjoy() -> None:
     rl_zoo3.enjoy.enjoy()
 
 
-def plot() -> None:
-    """rl-zoo3's ``plot_train`` (training episode returns from monitor.csv), plus ``-o FILE`` to save the figure."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("-o", "--output", default=None)
-    args, rest = parser.parse_known_args(sys.argv[1:])
-    sys.argv = [sys.argv[0], *rest]
-    if args.output is not None:
-        import matplotlib
+def _saving_figures(run: Callable[[], None], option: str) -> Callable[[], None]:
+    """``run`` (an rl-zoo3 plotting script) with ``option FILE``: draw headless and save the figures to FILE."""
 
-        matplotlib.use("Agg")  # headless: plot_train's final plt.show() becomes a no-op
-    from matplotlib import pyplot as plt
-    from rl_zoo3.plots import plot_train
+    def wrapped() -> None:
+        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        parser.add_argument(option, dest="png", default=None)
+        args, rest = parser.parse_known_args(sys.argv[1:])
+        sys.argv = [sys.argv[0], *rest]
+        if args.png is not None:
+            import matplotlib
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*non-interactive.*")
-        plot_train()
-    if args.output is not None:
-        plt.savefig(args.output)
-        print(f"Saved {args.output}")
+            matplotlib.use("Agg")  # headless: the scripts' final plt.show() becomes a no-op
+        from matplotlib import pyplot as plt
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*non-interactive.*")
+            run()
+        if args.png is not None:
+            figures = plt.get_fignums()
+            for number in figures:  # one figure per environment for all_plots
+                root, ext = os.path.splitext(args.png)
+                path = args.png if len(figures) == 1 else f"{root}_{number}{ext or '.png'}"
+                plt.figure(number).savefig(path)
+                print(f"Saved {path}")
+
+    return wrapped
 
 
 def _rl_zoo3_plots(name: str) -> Callable[[], None]:
@@ -73,17 +81,19 @@ def _rl_zoo3_plots(name: str) -> Callable[[], None]:
 COMMANDS = {
     "train": train,
     "enjoy": enjoy,
-    "plot": plot,
+    # plot_train (training episode returns from monitor.csv) with -o FILE to save the figure
+    "plot": _saving_figures(_rl_zoo3_plots("plot_train"), "-o"),
     "plot_train": _rl_zoo3_plots("plot_train"),
     "plot_from_file": _rl_zoo3_plots("plot_from_file"),
-    "all_plots": _rl_zoo3_plots("all_plots"),
+    # evaluation curves of several algorithms side by side; --png FILE saves them (its -o is a .pkl)
+    "all_plots": _saving_figures(_rl_zoo3_plots("all_plots"), "--png"),
 }
 
 
 USAGE = f"""usage: {PROG} {{{",".join(COMMANDS)}}} [rl-zoo3 arguments]
 
 rl-zoo3's scripts with the algorithms 'rpo' and 'shac' added; '{PROG} <command> -h' lists the arguments.
-plot is plot_train with '-o FILE' to save the figure."""
+plot is plot_train with '-o FILE' to save the figure; all_plots takes '--png FILE' to save its figures."""
 
 
 def main(argv: list[str] | None = None) -> None:
