@@ -271,7 +271,7 @@ class RPO(OnPolicyAlgorithm):
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_obs_t", "log_ent_coef", "ent_coef_optimizer"]
+        return [*super()._excluded_save_params(), "_last_obs_t", "_timings", "log_ent_coef", "ent_coef_optimizer"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer"]
@@ -323,9 +323,9 @@ class RPO(OnPolicyAlgorithm):
             mean, std = policy.actor(norm_obs)
             actions = mean + std * th.randn_like(mean)  # a = f_theta(eps; s), pre-squash
             next_obs, rewards, terminated, truncated, info = env.diff_step(policy.to_env_action(actions).to(env.device))
-            rewards = rewards.to(self.device, policy.dtype)
-            if alpha is not None:  # soft return of ent_coef="auto" (SAPO)
-                rewards = rewards + alpha * gaussian_entropy(std)
+            env_rewards = rewards.to(self.device, policy.dtype)
+            # soft return of ent_coef="auto" (SAPO); callbacks and episode statistics see the env's rewards
+            rewards = env_rewards if alpha is None else env_rewards + alpha * gaussian_entropy(std)
             steps.append(
                 dict(
                     raw_obs=obs,
@@ -334,6 +334,7 @@ class RPO(OnPolicyAlgorithm):
                     mean=mean,
                     std=std,
                     rewards=rewards,
+                    env_rewards=env_rewards,
                     terminated=terminated,
                     truncated=truncated,
                     info=info,
@@ -385,7 +386,7 @@ class RPO(OnPolicyAlgorithm):
         # The policy is the same during the whole window, so callbacks can see its steps after the fact:
         # one host transfer per window instead of one per step.
         all_obs = th.stack([step["next_obs"] for step in steps]).detach().cpu().numpy().astype(np.float32)
-        all_rewards = th.stack([step["rewards"] for step in steps]).detach().cpu().numpy()
+        all_rewards = th.stack([step["env_rewards"] for step in steps]).detach().cpu().numpy()
         all_dones = self.rollout_buffer.dones.cpu().numpy()  # type: ignore[attr-defined]
         for k, step in enumerate(steps):
             new_obs, rewards, dones = all_obs[k], all_rewards[k], all_dones[k]
