@@ -117,6 +117,8 @@ def test_shac_is_rpo_with_one_epoch():
     for p_shac, p_rpo in zip(shac.policy.parameters(), rpo.policy.parameters(), strict=True):
         assert th.equal(p_shac, p_rpo)
     assert (shac.n_epochs, shac.kl_coef, shac.clip_low, shac.clip_high) == (1, 0.0, None, None)
+    with pytest.raises(TypeError, match="SHAC fixes kl_coef, n_epochs.*use RPO"):
+        SHAC("MlpPolicy", "DiffPendulum-v0", n_epochs=3, kl_coef=0.1)
 
 
 def test_samples_outside_clip_band_get_no_gradient():
