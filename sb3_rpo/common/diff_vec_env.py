@@ -326,7 +326,7 @@ class DiffTaskVecEnv(DiffVecEnv):
         # Automatic reset without a host sync: fresh states replace ended ones, which cuts their gradient.
         fresh = self.sample_initial_state(self.num_envs).to(self.dtype)
         self.state = th.where(done.unsqueeze(-1), fresh, safe_next)
-        obs = th.where(done.unsqueeze(-1), self.observation(self.state), final_obs)
+        obs = self.observation(self.state)  # equals final_obs, gradient included, where nothing ended
         self.elapsed_steps = th.where(done, th.zeros_like(self.elapsed_steps), self.elapsed_steps)
         self.episode_returns = th.where(done, th.zeros_like(self.episode_returns), self.episode_returns)
         self._last_actions = actions.detach()
