@@ -456,7 +456,7 @@ class RPO(OnPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             update_learning_rate(self.ent_coef_optimizer, self.lr_schedule(self._current_progress_remaining))
         actor_params = list(policy.actor.parameters())
-        logs: dict[str, list[float]] = {}
+        logs: dict[str, list[th.Tensor]] = {}  # tensors: one host transfer per iteration, not per step
 
         # 3. Policy epochs over the cached window (skipped whole if the simulator gave non-finite gradients).
         start = time.perf_counter()
@@ -468,10 +468,10 @@ class RPO(OnPolicyAlgorithm):
                 loss, stats = self.policy_loss(batch, self.ent_coef_value)
                 grad_norm = self._finite_step(loss, policy.actor.optimizer, actor_params)
                 if grad_norm is not None:
-                    logs.setdefault("actor_grad_norm", []).append(grad_norm.item())
-                logs.setdefault("actor_loss", []).append(loss.item())
+                    logs.setdefault("actor_grad_norm", []).append(grad_norm)
+                logs.setdefault("actor_loss", []).append(loss.detach())
                 for key, value in stats.items():
-                    logs.setdefault(key, []).append(value.item())
+                    logs.setdefault(key, []).append(value)
                 if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
                     # Temperature towards the target entropy (SAC's rule, on the Gaussian's entropy).
                     ent_loss = self.log_ent_coef * (stats["entropy"] - self.target_entropy)
@@ -487,7 +487,7 @@ class RPO(OnPolicyAlgorithm):
                     values = policy.values(batch.observations)
                     critic_loss = ((values - batch.returns.unsqueeze(0)) ** 2).mean(-1).sum()
                     self._finite_step(critic_loss, policy.critic.optimizer, critic_params)
-                    logs.setdefault("critic_loss", []).append(critic_loss.item())
+                    logs.setdefault("critic_loss", []).append(critic_loss.detach())
             polyak_update(critic_params, policy.critic_target.parameters(), self.tau)
         else:
             self.skipped_updates += 1
@@ -498,7 +498,7 @@ class RPO(OnPolicyAlgorithm):
 
         self._n_updates += 1
         for key, values in logs.items():
-            self.logger.record(f"train/{key}", float(np.mean(values)))
+            self.logger.record(f"train/{key}", th.stack(values).double().mean().item())
         self.logger.record("train/action_grad_norm", buffer.action_grads.norm(dim=-1).mean().item())
         self.logger.record("train/skipped_updates", self.skipped_updates)
         self.logger.record("train/ent_coef", self.ent_coef_value.item())
