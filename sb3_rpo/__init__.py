@@ -2,7 +2,7 @@
 
 import os
 
-from sb3_rpo import envs  # noqa: F401  (registers the embedded tasks)
+from sb3_rpo import envs, sims  # noqa: F401  (register the embedded tasks and the simulator adapters' ids)
 from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv, DiffVecEnv
 from sb3_rpo.common.jacobian_env import JacobianVecEnv, SimStep
 from sb3_rpo.common.registry import list_diff_envs, make_diff_vec_env, register_diff_env

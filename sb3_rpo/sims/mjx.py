@@ -1,0 +1,3 @@
+"""Adapter in progress: no task is registered yet."""
+
+TASKS: tuple = ()
