@@ -2,6 +2,7 @@
 
     python benchmarks/env_throughput.py                      # n_envs 64, window 32, CPU, 1 thread
     python benchmarks/env_throughput.py --device cuda --n-envs 4096
+    python benchmarks/env_throughput.py --env-ids MujocoFDHopper-v5 --env-kwargs n_threads=2 --repeats 3
 
 For each task, a window of ``--window`` steps is simulated from the current state with the graph
 recorded (actions are tanh of leaf tensors, as RPO squashes its Gaussian samples), then the summed reward
@@ -12,6 +13,7 @@ the backward pass; both are reported as env-steps/s (n_envs * window / seconds),
 from __future__ import annotations
 
 import argparse
+import ast
 import platform
 import statistics
 import time
@@ -34,8 +36,8 @@ def window(env, actions: list[th.Tensor], scale: th.Tensor, shift: th.Tensor, ba
         th.cuda.synchronize()
 
 
-def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -> dict[str, float]:
-    env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device=device)
+def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str, **env_kwargs) -> dict[str, float]:
+    env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device=device, **env_kwargs)
     low = th.as_tensor(env.action_space.low, device=env.device)
     high = th.as_tensor(env.action_space.high, device=env.device)
     scale, shift = (high - low) / 2, (high + low) / 2
@@ -51,6 +53,7 @@ def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -
             if rep > 0:
                 times.append(time.perf_counter() - start)
         results[mode] = n_envs * horizon / statistics.median(times)
+    env.close()
     return results
 
 
@@ -60,17 +63,20 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--env-ids", nargs="+", default=list(EMBEDDED_ENV_IDS), help="default: the embedded tasks")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env options (Python literals)")
     args = parser.parse_args()
+    env_kwargs = {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.env_kwargs)}
     th.set_num_threads(args.threads)
     print(
         f"torch {th.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), device {args.device}"
     )
-    print(f"n_envs {args.n_envs}, window {args.window}, median of {args.repeats} windows\n")
+    print(f"n_envs {args.n_envs}, window {args.window}, median of {args.repeats} windows, env options {env_kwargs}\n")
     print("| task | forward (env-steps/s) | forward+backward (env-steps/s) |")
     print("|---|---:|---:|")
-    for env_id in EMBEDDED_ENV_IDS:
-        r = measure(env_id, args.n_envs, args.window, args.repeats, args.device)
+    for env_id in args.env_ids:
+        r = measure(env_id, args.n_envs, args.window, args.repeats, args.device, **env_kwargs)
         print(f"| {env_id} | {r['forward']:,.0f} | {r['forward+backward']:,.0f} |", flush=True)
 
 

@@ -144,8 +144,9 @@ class MujocoFDVecEnv(JacobianVecEnv):
     def sim_step(self, state: np.ndarray, action: np.ndarray) -> SimStep:
         n, nq, nv = len(state), self.nq, self.nv
         next_state = np.zeros_like(state)
-        jacobians = (np.zeros((n, self.state_dim, self.state_dim)), np.zeros((n, self.state_dim, self.nu)))
         derivatives = self.needs_derivatives
+        if derivatives:
+            jacobians = (np.zeros((n, self.state_dim, self.state_dim)), np.zeros((n, self.state_dim, self.nu)))
         chunks = np.array_split(np.arange(n), self.n_threads)
 
         def simulate(envs: np.ndarray) -> None:
@@ -165,11 +166,12 @@ class MujocoFDVecEnv(JacobianVecEnv):
                     mujoco.mj_forward(model, data)
                     mujoco.mj_rnePostConstraint(model, data)
                     next_state[i, nq + nv :] = self.aux(data)
-                if derivatives:
-                    # tangent space -> qpos coordinates: x' = E(q') A F(q) x, aux rows and columns stay zero
+                if derivatives and self._quat_adr:
+                    # tangent space -> qpos coordinates: x' = E(q') A F(q) x
                     expand, project = self._tangent_to_qpos(next_state[i, :nq]), self._qpos_to_tangent(state[i, :nq])
-                    jacobians[0][i, : nq + nv, : nq + nv] = expand @ a_step @ project
-                    jacobians[1][i, : nq + nv] = expand @ b_step
+                    a_step, b_step = expand @ a_step @ project, expand @ b_step
+                if derivatives:  # aux rows and columns stay zero
+                    jacobians[0][i, : nq + nv, : nq + nv], jacobians[1][i, : nq + nv] = a_step, b_step
 
         if self._pool is None:
             simulate(chunks[0])
