@@ -1,5 +1,5 @@
 """
-How far the MuJoCo FD adapter's dynamics (Euler, no warm start) are from gymnasium's official v5 envs (RK4).
+How far the MuJoCo FD adapter's dynamics (Euler by default, no warm start) are from gymnasium's official v5 envs (RK4).
 
 For each task, one episode of the official env under uniform random actions (seeded), and:
 
@@ -10,6 +10,10 @@ For each task, one episode of the official env under uniform random actions (see
   episode ends where its own termination says).
 
     python benchmarks/mujoco_fd_drift.py --out benchmarks/results/mujoco_fd_drift.json
+    python benchmarks/mujoco_fd_drift.py --integrator official --out benchmarks/results/mujoco_fd_drift_official.json
+
+With ``--integrator official`` the adapter runs gymnasium's own integrator; what remains is the warm start of MuJoCo's
+constraint solver, which the official env keeps and the adapter switches off (a step must be a function of the state).
 """
 
 import argparse
@@ -24,8 +28,8 @@ from sb3_rpo import make_diff_vec_env
 from sb3_rpo.sims.mujoco_fd import TASKS
 
 
-def measure(env_id: str, seed: int) -> dict:
-    env = make_diff_vec_env(env_id, n_envs=1, seed=seed, dtype=th.float64, n_threads=1)
+def measure(env_id: str, seed: int, integrator: str) -> dict:
+    env = make_diff_vec_env(env_id, n_envs=1, seed=seed, dtype=th.float64, n_threads=1, integrator=integrator)
     official = gym.make(env_id.replace("MujocoFD", ""))
     official.reset(seed=seed)
     official.action_space.seed(seed)
@@ -76,6 +80,7 @@ def measure(env_id: str, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--integrator", default="euler", choices=["euler", "implicitfast", "rk4", "official"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     th.set_num_threads(1)
@@ -87,7 +92,7 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|")
     for env_id, *_ in TASKS:
-        r = measure(env_id, args.seed)
+        r = measure(env_id, args.seed, args.integrator)
         rows.append(r)
         print(
             f"| {env_id} | {r['episode_steps']} | {r['one_step_qpos_error_median']:.1e} / {r['one_step_qpos_error_max']:.1e} |"

@@ -46,9 +46,11 @@ class MujocoFDVecEnv(JacobianVecEnv):
     ``(qpos, qvel)`` alone, such as contact forces: they are computed after the step, are not
     differentiated (zero Jacobian), and are zero in initial states, as in gymnasium after a reset.
 
-    Gymnasium's XML files use the RK4 integrator, which ``mjd_transitionFD`` rejects: the model is loaded
-    with ``integrator`` (Euler by default), so the dynamics differ slightly from the official env's (see
-    ``docs/sims/mujoco.md`` for the drift, measured by ``benchmarks/mujoco_fd_drift.py``). Kinematic
+    Gymnasium's XML files use the RK4 integrator, which ``mjd_transitionFD`` rejects. By default the model is
+    loaded with the Euler integrator, so the dynamics differ slightly from the official env's (see
+    ``docs/sims/mujoco.md`` for the drift, measured by ``benchmarks/mujoco_fd_drift.py``). With
+    ``integrator="official"`` the adapter keeps the XML's integrator, hence gymnasium's dynamics, and differentiates
+    whole env steps with RK4 by central differences (``2 (2 nv + nu)`` extra env steps, 5-7x slower) instead. Kinematic
     quantities (body positions) are computed in torch from ``qpos``, on the state reached by the step:
     gymnasium reads them from ``mjData`` before the last frame's integration, one frame earlier.
 
@@ -63,10 +65,11 @@ class MujocoFDVecEnv(JacobianVecEnv):
     :param render_mode: ``None`` or ``"rgb_array"`` (needs an OpenGL backend, see ``MUJOCO_GL``)
     :param max_episode_steps: Override of the task's episode length
     :param n_threads: Threads over which the environments are split (default: the CPU cores available)
-    :param fd_eps: Finite-difference step of ``mjd_transitionFD``
+    :param fd_eps: Finite-difference step (of ``mjd_transitionFD``, or of the whole-step differences with RK4)
     :param fd_centered: Centered differences (second-order accurate); forward ones cost half as much but were off by
         up to 0.08 in entries of Walker2d's step Jacobian (tests/test_sim_mujoco.py)
-    :param integrator: MuJoCo integrator used instead of the XML's RK4: ``"euler"`` or ``"implicitfast"``
+    :param integrator: ``"euler"`` or ``"implicitfast"`` (per-frame ``mjd_transitionFD``), ``"rk4"`` (whole-step
+        central differences), or ``"official"``: the XML's own, as in gymnasium
     """
 
     xml_file: str
@@ -89,10 +92,17 @@ class MujocoFDVecEnv(JacobianVecEnv):
     ):
         self.mujoco = mujoco = require("mujoco", "mujoco")
         self.model = mujoco.MjModel.from_xml_path(gymnasium_asset(self.xml_file))
-        integrators = {"euler": mujoco.mjtIntegrator.mjINT_EULER, "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST}
-        if integrator not in integrators:
-            raise ValueError(f"integrator must be one of {sorted(integrators)} (mjd_transitionFD rejects RK4): {integrator!r}")
-        self.model.opt.integrator = integrators[integrator]
+        integrators = {
+            "euler": mujoco.mjtIntegrator.mjINT_EULER,
+            "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
+            "rk4": mujoco.mjtIntegrator.mjINT_RK4,
+        }
+        if integrator not in (*integrators, "official"):
+            raise ValueError(f"integrator must be 'official' or one of {sorted(integrators)}, got {integrator!r}")
+        if integrator != "official":  # else the XML's own, as gymnasium's env
+            self.model.opt.integrator = integrators[integrator]
+        # mjd_transitionFD rejects RK4: with it, whole env steps are differentiated by central differences instead
+        self._whole_step_fd = self.model.opt.integrator == integrators["rk4"]
         # A step must be a function of (state, action) alone: no warm start from whatever the mjData simulated before
         self.model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_WARMSTART
         if self.model.na:
@@ -156,16 +166,20 @@ class MujocoFDVecEnv(JacobianVecEnv):
                 data = self._datas[i]
                 data.qpos[:], data.qvel[:], data.ctrl[:] = state[i, :nq], state[i, nq : nq + nv], action[i]
                 a_step, b_step = np.eye(2 * nv), np.zeros((2 * nv, self.nu))
-                for _ in range(self.frame_skip):
-                    if derivatives:
+                if derivatives and not self._whole_step_fd:
+                    for _ in range(self.frame_skip):  # chain the frames' Jacobians: the action is held for frame_skip frames
                         mujoco.mjd_transitionFD(model, data, self.fd_eps, self.fd_centered, a_frame, b_frame, None, None)
                         a_step, b_step = a_frame @ a_step, a_frame @ b_step + b_frame
-                    mujoco.mj_step(model, data)
+                        mujoco.mj_step(model, data)
+                else:
+                    mujoco.mj_step(model, data, nstep=self.frame_skip)
                 next_state[i, :nq], next_state[i, nq : nq + nv] = data.qpos, data.qvel
                 if self.aux_dim:
                     mujoco.mj_forward(model, data)
                     mujoco.mj_rnePostConstraint(model, data)
                     next_state[i, nq + nv :] = self.aux(data)
+                if derivatives and self._whole_step_fd:
+                    a_step, b_step = self._whole_step_jacobians(data, state[i, : nq + nv], action[i], next_state[i, :nq])
                 if derivatives and self._quat_adr:
                     # tangent space -> qpos coordinates: x' = E(q') A F(q) x
                     expand, project = self._tangent_to_qpos(next_state[i, :nq]), self._qpos_to_tangent(state[i, :nq])
@@ -180,6 +194,32 @@ class MujocoFDVecEnv(JacobianVecEnv):
         if derivatives:
             return SimStep(next_state, dx_dx=jacobians[0], dx_da=jacobians[1])
         return SimStep(next_state)
+
+    def _whole_step_jacobians(
+        self, data: Any, qpos_qvel: np.ndarray, ctrl: np.ndarray, next_qpos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tangent-space Jacobians of a whole env step by central differences (2 (2 nv + nu) steps); overwrites ``data``."""
+        mujoco, model, nq, nv, eps = self.mujoco, self.model, self.nq, self.nv, self.fd_eps
+        columns = []
+        for j in range(2 * nv + self.nu):
+            outputs = []
+            for sign in (1.0, -1.0):
+                data.qpos[:], data.qvel[:], data.ctrl[:] = qpos_qvel[:nq], qpos_qvel[nq:], ctrl
+                if j < nv:  # a position perturbation lives in the tangent space
+                    direction = np.zeros(nv)
+                    direction[j] = sign * eps
+                    mujoco.mj_integratePos(model, data.qpos, direction, 1.0)
+                elif j < 2 * nv:
+                    data.qvel[j - nv] += sign * eps
+                else:
+                    data.ctrl[j - 2 * nv] += sign * eps
+                mujoco.mj_step(model, data, nstep=self.frame_skip)
+                position = np.zeros(nv)
+                mujoco.mj_differentiatePos(model, position, 1.0, next_qpos, data.qpos)
+                outputs.append(np.concatenate([position, data.qvel]))
+            columns.append((outputs[0] - outputs[1]) / (2 * eps))
+        jacobian = np.stack(columns, axis=1)
+        return jacobian[:, : 2 * nv], jacobian[:, 2 * nv :]
 
     def _tangent_to_qpos(self, qpos: np.ndarray) -> np.ndarray:
         """d[qpos, qvel] / d[dqpos, qvel]: (nq + nv, 2 nv); each quaternion block is 0.5 L(q)[:, 1:]."""
