@@ -185,7 +185,7 @@ def test_rpo_trains_on_mujoco_hopper():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="integrator must be one of"):
+    with pytest.raises(ValueError, match="integrator must be .official. or one of"):
         make("MujocoFDHopper-v5", integrator="semi-implicit")
     with pytest.raises(ImportError, match=r'pip install "sb3-rpo\[mujoco\]"'):
         require("no_such_simulator_module", "mujoco")
