@@ -116,8 +116,9 @@ def test_step_jacobians_match_central_differences(env_id, integrator):
     assert np.all(step.dx_dx[:, n:] == 0) and np.all(step.dx_dx[:, :, n:] == 0), "aux entries are not differentiated"
 
 
-# (task, window): 32 steps, but Ant, whose legs touch the ground at its third step: a contact that switches on inside
-# a window is a jump that no Jacobian sees (benchmarks/mujoco_fd_gradients.py measures every window: docs/sims/mujoco.md)
+# (task, window): 32 steps (landings included), but Ant, whose feet bounce on the ground from its third step on: the
+# per-frame Jacobians miss contacts that come and go (benchmarks/mujoco_fd_gradients.py measures every window:
+# docs/sims/mujoco.md)
 WINDOW_CASES = [
     ("MujocoFDSwimmer-v5", 32),
     ("MujocoFDReacher-v5", 32),
