@@ -1,6 +1,8 @@
 """MuJoCo through finite-difference Jacobians: parity with gymnasium's v5 tasks, gradients, threads, RPO."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -202,3 +204,13 @@ def test_rgb_array_frames():
     assert len(frames) == 2 and frames[0].shape == (480, 480, 3) and frames[0].dtype == np.uint8
     assert frames[0].std() > 0, "a blank frame"
     env.close()
+
+
+def test_zoo_trains_a_mujoco_id(tmp_path):
+    """rl-zoo3's command line takes the adapter's ids, with their hyperparams/rpo.yml entry, and evaluates them."""
+    command = [sys.executable, "-m", "sb3_rpo.zoo", "train", "--algo", "rpo", "--env", "MujocoFDHopper-v5", "-n", "512"]
+    command += ["-f", str(tmp_path), "--num-threads", "1", "--eval-freq", "256", "--eval-episodes", "2", "--device", "cpu"]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    assert "n_envs" in process.stdout and (tmp_path / "rpo" / "MujocoFDHopper-v5_1" / "MujocoFDHopper-v5.zip").exists()
+    assert "Eval num_timesteps=" in process.stdout
