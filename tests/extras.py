@@ -14,4 +14,4 @@ def require_extra(module: str, extra: str) -> ModuleType:
         message = f'{module} is missing ({error}); pip install "sb3-rpo[{extra}]"'
         if os.environ.get("SB3_RPO_REQUIRE_EXTRAS") == "1":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message, allow_module_level=True)
