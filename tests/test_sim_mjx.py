@@ -248,3 +248,17 @@ def test_rpo_trains_on_mjx_hopper(env):
     assert any(not th.equal(b, p) for b, p in zip(before, params, strict=True))
     assert len(model.ep_info_buffer) > 0
     assert all(0 < info["l"] <= 16 and np.isfinite(info["r"]) for info in model.ep_info_buffer)
+
+
+def test_zoo_trains_an_mjx_id(env, jax_setup, tmp_path):
+    """rl-zoo3's command line takes MJX ids; at this module's batch size it reads the compiled programs from the cache."""
+    jax, _, _ = jax_setup
+    cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir
+    command = [sys.executable, "-m", "sb3_rpo.zoo", "train", "--algo", "rpo", "--env", "MJXHopper-v0", "-n", "64"]
+    command += ["-f", str(tmp_path), "--num-threads", "1", "--device", "cpu", "--hyperparams", f"n_envs:{N_ENVS}", "n_steps:8"]
+    command += ["--eval-freq", "32", "--eval-episodes", str(N_ENVS), "--n-eval-envs", str(N_ENVS)]
+    environ = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    process = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environ)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    assert (tmp_path / "rpo" / "MJXHopper-v0_1" / "MJXHopper-v0.zip").exists()
+    assert "Eval num_timesteps=" in process.stdout

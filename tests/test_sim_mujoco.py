@@ -9,7 +9,6 @@ import pytest
 import torch as th
 from extras import require_extra
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when mujoco is imported
 mujoco = require_extra("mujoco", "mujoco")
 import gymnasium as gym  # noqa: E402
 
