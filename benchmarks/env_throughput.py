@@ -26,6 +26,13 @@ from sb3_rpo import make_diff_vec_env
 from sb3_rpo.envs import EMBEDDED_ENV_IDS
 
 
+def action_map(env) -> tuple[th.Tensor, th.Tensor]:
+    """``scale, shift`` such that ``tanh(a) * scale + shift`` covers the env's action Box."""
+    low = th.as_tensor(env.action_space.low, device=env.device)
+    high = th.as_tensor(env.action_space.high, device=env.device)
+    return (high - low) / 2, (high + low) / 2
+
+
 def window(env, actions: list[th.Tensor], scale: th.Tensor, shift: th.Tensor, backward: bool) -> None:
     env.detach_state()
     total = 0.0
@@ -40,9 +47,7 @@ def window(env, actions: list[th.Tensor], scale: th.Tensor, shift: th.Tensor, ba
 
 def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str, **env_kwargs) -> dict[str, float]:
     env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device=device, **env_kwargs)
-    low = th.as_tensor(env.action_space.low, device=env.device)
-    high = th.as_tensor(env.action_space.high, device=env.device)
-    scale, shift = (high - low) / 2, (high + low) / 2
+    scale, shift = action_map(env)
     env.diff_reset()
     act_dim = env.action_space.shape[0]
     results = {}

@@ -5,15 +5,15 @@
 
 **Throughput.** For each task, a window of ``--window`` steps from the current states, timed two ways:
 
-* per step (what RPO and SHAC do): ``MJXVecEnv.diff_step`` from torch, one jitted MJX step per call, actions
-  ``tanh`` of leaf tensors; the backward pass calls one jitted ``jax.vjp`` per step;
+* per step (what RPO and SHAC do): benchmarks/env_throughput.py's window, ``MJXVecEnv.diff_step`` from torch,
+  one jitted MJX step per call, actions ``tanh`` of leaf tensors; the backward pass (of the summed reward plus the
+  last observations) calls one jitted ``jax.vjp`` per step;
 * whole window in JAX: one jitted ``lax.scan`` of the same flat step over the window with the actions known in
   advance (open loop, no policy in between, no resets), and ``jax.grad`` of its summed reward.
 
-"forward" is the window alone, "forward+backward" adds the gradient of the summed reward with respect to every
-action; env-steps/s = n_envs * window / seconds, median over ``--repeats`` windows after one warm-up (the
-compilation times are reported apart). ``cpu/wall`` is the process CPU time over wall time of the timed windows
-(how many cores JAX used).
+"forward" is the window alone, "forward+backward" adds the gradient with respect to every action; env-steps/s =
+n_envs * window / seconds, median over ``--repeats`` windows after one warm-up (the compilation times are reported
+apart). ``cpu/wall`` is the process CPU time over wall time of the timed windows (how many cores JAX used).
 
 **Solver drift** (``--solver-drift``). From the same brax reset states and the same uniform random actions, each
 task is rolled out for ``--episode`` steps (no resets) with ``opt.iterations = 1``, with brax's default solver, and
@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from env_throughput import action_map
+from env_throughput import window as gradient_window
 
 from sb3_rpo.sims.mjx import BraxMJXFunctions, MJXVecEnv, import_brax
 
@@ -73,15 +75,11 @@ def throughput(env_name: str, n_envs: int, window: int, repeats: int, ls_iterati
         "load_average_before": os.getloadavg()[0],
     }
 
+    scale, shift = action_map(env)
+
     def per_step(backward: bool) -> None:
-        env.detach_state()
         actions = [(0.5 * th.randn(n_envs, act_dim, generator=gen)).requires_grad_(True) for _ in range(window)]
-        total = th.zeros(())
-        for a in actions:
-            _, rewards, *_ = env.diff_step(th.tanh(a))
-            total = total + rewards.sum()
-        if backward:
-            total.backward()
+        gradient_window(env, actions, scale, shift, backward)
 
     def window_return(x0: Any, actions: Any) -> Any:
         def body(x: Any, a: Any) -> tuple[Any, Any]:

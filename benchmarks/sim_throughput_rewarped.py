@@ -4,13 +4,13 @@
     python benchmarks/sim_throughput_rewarped.py --n-envs 64 --tasks RewarpedDFlexAnt-v0
     python benchmarks/sim_throughput_rewarped.py --device cuda --n-envs 1024
 
-As benchmarks/env_throughput.py: a window of ``--window`` steps is simulated from the current state with the graph
-recorded (actions are tanh of leaf tensors, as RPO squashes its Gaussian samples), then the summed reward is
-backpropagated to every action. "forward" times the window alone, "forward+backward" the window and the backward
-pass; both are env-steps/s (n_envs * window / seconds), median over ``--repeats`` windows after one warm-up window.
-The tasks that take seconds per step on a CPU (the hands, the material point method) or too much memory (the soft
-Walker) run with the ``--heavy-*`` settings instead. "build" is the construction and first reset, which includes
-compiling warp's kernels when they are not cached yet (~/.cache/warp). Results go to
+With benchmarks/env_throughput.py's window: ``--window`` steps are simulated from the current state with the graph
+recorded (actions are tanh of leaf tensors, as RPO squashes its Gaussian samples), then the summed reward plus the
+last observations is backpropagated to every action. "forward" times the window alone, "forward+backward" the
+window and the backward pass; both are env-steps/s (n_envs * window / seconds), median over ``--repeats`` windows
+after one warm-up window. The tasks that take seconds per step on a CPU (the hands, the material point method) or
+too much memory (the soft Walker) run with the ``--heavy-*`` settings instead. "build" is the construction and
+first reset, which includes compiling warp's kernels when they are not cached yet (~/.cache/warp). Results go to
 benchmarks/results/sim_throughput_rewarped.json, merged with the tasks of an earlier run that were not measured
 again; "load" is the machine's 1-minute load average at the end of the task's measurement.
 """
@@ -26,6 +26,7 @@ import time
 import warnings
 
 import torch as th
+from env_throughput import action_map, window
 
 from sb3_rpo import make_diff_vec_env
 from sb3_rpo.sims.rewarped import TASKS
@@ -42,18 +43,6 @@ HEAVY = {
 }
 
 
-def window(env, actions: list[th.Tensor], backward: bool) -> None:
-    env.detach_state()
-    total = th.zeros((), device=env.device)
-    for a in actions:
-        _, rewards, _, _, _ = env.diff_step(th.tanh(a))
-        total = total + rewards.sum()
-    if backward:
-        total.backward()
-    if env.device.type == "cuda":
-        th.cuda.synchronize()
-
-
 def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -> dict[str, float]:
     start = time.perf_counter()
     env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device=device)
@@ -61,6 +50,7 @@ def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -
     results: dict[str, float] = {"n_envs": n_envs, "window": horizon, "build_s": time.perf_counter() - start}
     act_dim = env.action_space.shape[0]
     generator = th.Generator().manual_seed(0)
+    scale, shift = action_map(env)
     for mode, backward in (("forward", False), ("forward+backward", True)):
         times = []
         for rep in range(repeats + 1):  # the first window warms up (and compiles the backward kernels)
@@ -69,7 +59,7 @@ def measure(env_id: str, n_envs: int, horizon: int, repeats: int, device: str) -
                 for _ in range(horizon)
             ]
             t0 = time.perf_counter()
-            window(env, actions, backward)
+            window(env, actions, scale, shift, backward)
             if rep > 0:
                 times.append(time.perf_counter() - t0)
         results[mode] = n_envs * horizon / statistics.median(times)
