@@ -8,6 +8,7 @@ from sb3_rpo import RPO, SHAC, make_diff_vec_env, register_diff_env
 from sb3_rpo.common.buffers import PolicySamples
 from sb3_rpo.envs.pendulum import DiffPendulum
 from sb3_rpo.rpo.rpo import td_lambda_targets, window_objective
+from sb3_rpo.shac.shac import SHAC_DEFAULTS, SHAC_POLICY_KWARGS, SHAC_SETTINGS
 
 
 class EndingPendulum(DiffPendulum):
@@ -63,6 +64,7 @@ def bptt_gradient(model, env, obs):
     for k in range(model.n_steps):
         mean, std = policy.actor(policy.normalize(obs))
         actions = mean + std * th.randn_like(mean)
+        th.randn_like(mean)  # the rollout's entropy noise (its entropy is not rewarded here), to keep the noise aligned
         obs, rewards, terminated, truncated, info = env.diff_step(policy.to_env_action(actions))
         for i in range(env.num_envs):
             running[i] = running[i] + discount[i] * rewards[i]
@@ -104,7 +106,8 @@ def test_regenerated_noise_equals_rollout_noise():
     th.manual_seed(123)
     buffer, _ = model.rollout_window(env)
     th.manual_seed(123)
-    noise = th.stack([th.randn(N_ENVS, 1, dtype=th.float64) for _ in range(N_STEPS)])
+    # per step: the action's noise, then the entropy estimate's
+    noise = th.stack([th.randn(2, N_ENVS, 1, dtype=th.float64)[0] for _ in range(N_STEPS)])
     mean, std = model.policy.actor(buffer.observations.flatten(0, 1))
     regenerated = ((buffer.actions.flatten(0, 1) - mean) / std).reshape(noise.shape)
     np.testing.assert_allclose(regenerated.detach().numpy(), noise.numpy(), rtol=1e-10, atol=1e-12)
@@ -113,7 +116,11 @@ def test_regenerated_noise_equals_rollout_noise():
 def test_shac_is_rpo_with_one_epoch():
     kwargs = dict(n_steps=8, seed=1, device="cpu", policy_kwargs=dict(net_arch=[16]), n_envs=4)
     shac = SHAC("MlpPolicy", "DiffPendulum-v0", **kwargs).learn(64)
-    rpo = RPO("MlpPolicy", "DiffPendulum-v0", n_epochs=1, clip_low=None, clip_high=None, kl_coef=0.0, **kwargs).learn(64)
+    # RPO with SHAC's update and DiffRL's defaults, which SHAC sets
+    policy_kwargs = {**SHAC_POLICY_KWARGS, **kwargs.pop("policy_kwargs")}
+    rpo = RPO("MlpPolicy", "DiffPendulum-v0", **SHAC_SETTINGS, **SHAC_DEFAULTS, policy_kwargs=policy_kwargs, **kwargs).learn(
+        64
+    )
     for p_shac, p_rpo in zip(shac.policy.parameters(), rpo.policy.parameters(), strict=True):
         assert th.equal(p_shac, p_rpo)
     assert (shac.n_epochs, shac.kl_coef, shac.clip_low, shac.clip_high) == (1, 0.0, None, None)

@@ -16,6 +16,8 @@ class PolicySamples(NamedTuple):
     old_mean: th.Tensor
     old_std: th.Tensor
     old_log_prob: th.Tensor
+    entropy_noise: th.Tensor | None = None  # the fresh noise of each sample's entropy estimate
+    discounts: th.Tensor | None = None  # gamma^(k - segment start): the weight of the sample's reward in R
 
 
 class CriticSamples(NamedTuple):
@@ -39,7 +41,11 @@ class DiffRolloutBuffer:
     old_log_prob: th.Tensor
     rewards: th.Tensor
     dones: th.Tensor
-    returns: th.Tensor
+    returns: th.Tensor  # TD(lambda) targets of the env's rewards (train() adds the entropy term's in auto mode)
+    entropy_noise: th.Tensor
+    discounts: th.Tensor
+    entropies: th.Tensor  # entropy estimates H_k of the rollout
+    entropy_returns: th.Tensor  # TD(lambda) targets of the normalized entropies E_k with zero bootstraps
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -16,6 +16,31 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# The log-std is bounded by a soft clamp c + s * tanh((z - c) / s) of a free value z: slope 1 at the centre c, inside
+# (LOG_STD_MIN, LOG_STD_MAX) everywhere, and a gradient everywhere (a hard clamp has none outside its bounds).
+_LOG_STD_CENTRE, _LOG_STD_HALF_WIDTH = (LOG_STD_MAX + LOG_STD_MIN) / 2, (LOG_STD_MAX - LOG_STD_MIN) / 2
+# SB3's ortho_init gains (ActorCriticPolicy): sqrt(2) on hidden layers, 0.01 on the action head, 1 on the value head.
+SB3_ORTHO_GAINS = {"hidden": math.sqrt(2), "actor_output": 0.01, "critic_output": 1.0}
+
+
+def bound_log_std(raw: th.Tensor) -> th.Tensor:
+    """Soft clamp of a raw log-std into (LOG_STD_MIN, LOG_STD_MAX), with a non-zero gradient everywhere."""
+    return _LOG_STD_CENTRE + _LOG_STD_HALF_WIDTH * th.tanh((raw - _LOG_STD_CENTRE) / _LOG_STD_HALF_WIDTH)
+
+
+def unbound_log_std(log_std: float) -> float:
+    """The raw value whose bounded log-std is ``log_std``, clipped to 1% of the range inside the bounds."""
+    limit = 0.99 * _LOG_STD_HALF_WIDTH
+    return _LOG_STD_CENTRE + _LOG_STD_HALF_WIDTH * math.atanh(
+        max(-limit, min(limit, log_std - _LOG_STD_CENTRE)) / _LOG_STD_HALF_WIDTH
+    )
+
+
+def orthogonal_init_(layers: list[nn.Linear], hidden_gain: float, output_gain: float) -> None:
+    """Orthogonal weights (``hidden_gain`` on every layer but the last, ``output_gain`` on it) and zero biases."""
+    for i, layer in enumerate(layers):
+        nn.init.orthogonal_(layer.weight, gain=output_gain if i == len(layers) - 1 else hidden_gain)
+        nn.init.zeros_(layer.bias)
 
 
 class RunningObsNormalizer(nn.Module):
@@ -27,13 +52,16 @@ class RunningObsNormalizer(nn.Module):
 
     :param shape: Shape of one observation
     :param enabled: When False, ``forward`` is the identity
-    :param epsilon: Added to the variance before the square root
+    :param epsilon: Added to the variance before the square root (1e-5, as DiffRL's SHAC and SAPO)
+    :param clip: When not None, normalized observations are clipped to [-clip, clip] (off by default, as the
+        references; a clipped entry passes no gradient)
     """
 
-    def __init__(self, shape: tuple[int, ...], enabled: bool = True, epsilon: float = 1e-8):
+    def __init__(self, shape: tuple[int, ...], enabled: bool = True, epsilon: float = 1e-5, clip: float | None = None):
         super().__init__()
         self.enabled = enabled
         self.epsilon = epsilon
+        self.clip = clip
         self.register_buffer("mean", th.zeros(shape))
         self.register_buffer("var", th.ones(shape))
         self.register_buffer("count", th.tensor(1e-4))
@@ -41,7 +69,8 @@ class RunningObsNormalizer(nn.Module):
     def forward(self, obs: th.Tensor) -> th.Tensor:
         if not self.enabled:
             return obs
-        return (obs - self.mean) / th.sqrt(self.var + self.epsilon)
+        norm_obs = (obs - self.mean) / th.sqrt(self.var + self.epsilon)
+        return norm_obs if self.clip is None else norm_obs.clamp(-self.clip, self.clip)
 
     @th.no_grad()
     def update(self, batch: th.Tensor) -> None:
@@ -70,6 +99,10 @@ class GaussianActor(nn.Module):
     """
     Diagonal Gaussian a = mu(s) + sigma(s) * eps over the pre-squash action.
 
+    The log-std (a free vector, or a head on the trunk when ``state_dependent_std``) goes through a soft
+    clamp into (LOG_STD_MIN, LOG_STD_MAX) = (-5, 2) (:func:`bound_log_std`), which keeps a gradient at every
+    value; ``log_std_init`` is the initial log-std (clipped 1% inside the bounds).
+
     :param obs_dim: Size of the (normalized) observation
     :param action_dim: Size of the action
     :param net_arch: Hidden layer sizes
@@ -94,18 +127,28 @@ class GaussianActor(nn.Module):
         last = net_arch[-1] if net_arch else obs_dim
         self.mu = nn.Linear(last, action_dim)
         self.state_dependent_std = state_dependent_std
+        self.raw_log_std_init = unbound_log_std(float(log_std_init))
         if state_dependent_std:
             self.log_std_head = nn.Linear(last, action_dim)
             nn.init.zeros_(self.log_std_head.weight)
-            nn.init.constant_(self.log_std_head.bias, log_std_init)
+            nn.init.constant_(self.log_std_head.bias, self.raw_log_std_init)
         else:
-            self.log_std = nn.Parameter(th.full((action_dim,), float(log_std_init)))
+            self.log_std = nn.Parameter(th.full((action_dim,), self.raw_log_std_init))
+
+    def orthogonal_init_(self, hidden_gain: float, output_gain: float) -> None:
+        """Orthogonal init of the trunk (``hidden_gain``) and of the heads (``output_gain``), zero biases; the
+        log-std head's bias stays at the raw ``log_std_init``."""
+        trunk = [m for m in self.latent if isinstance(m, nn.Linear)]
+        orthogonal_init_([*trunk, self.mu], hidden_gain, output_gain)
+        if self.state_dependent_std:
+            orthogonal_init_([self.log_std_head], output_gain, output_gain)
+            nn.init.constant_(self.log_std_head.bias, self.raw_log_std_init)
 
     def forward(self, norm_obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Mean and standard deviation of the Gaussian at ``norm_obs``."""
         latent = self.latent(norm_obs)
         log_std = self.log_std_head(latent) if self.state_dependent_std else self.log_std.expand(latent.shape[0], -1)
-        return self.mu(latent), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+        return self.mu(latent), bound_log_std(log_std).exp()
 
 
 class CriticEnsemble(nn.Module):
@@ -118,14 +161,30 @@ class CriticEnsemble(nn.Module):
     def forward(self, norm_obs: th.Tensor) -> th.Tensor:
         return th.stack([net(norm_obs).squeeze(-1) for net in self.q_networks])
 
+    def orthogonal_init_(self, hidden_gain: float, output_gain: float) -> None:
+        """Orthogonal init of every member (``hidden_gain`` on hidden layers, ``output_gain`` on the value layer),
+        zero biases."""
+        for net in self.q_networks:
+            orthogonal_init_([m for m in net if isinstance(m, nn.Linear)], hidden_gain, output_gain)
+
 
 def gaussian_log_prob(actions: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
     """Joint log-density of a diagonal Gaussian, summed over action dimensions."""
     return (-((actions - mean) ** 2) / (2 * std**2) - th.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def gaussian_entropy(std: th.Tensor) -> th.Tensor:
-    return (th.log(std) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+def squashed_entropy_estimate(mean: th.Tensor, std: th.Tensor, noise: th.Tensor, log_scale: th.Tensor) -> th.Tensor:
+    """
+    One-sample estimate of the entropy of the action the env receives, low + (tanh(x) + 1) (high - low) / 2
+    with x ~ N(mean, std^2): -log p of that action at x = mean + std * noise (a fresh noise, independent of the
+    executed action's), as SAPO estimates it. Differentiable in ``mean`` and ``std``; summed over action dimensions.
+
+    :param log_scale: sum(log((high - low) / 2)), the affine map's contribution
+    """
+    x = mean + std * noise
+    # log(1 - tanh(x)^2) in a stable form: 2 (log 2 - x - softplus(-2x))
+    log_det_tanh = 2.0 * (math.log(2.0) - x - th.nn.functional.softplus(-2.0 * x))
+    return (th.log(std) + 0.5 * math.log(2 * math.pi) + 0.5 * noise**2 + log_det_tanh).sum(-1) + log_scale
 
 
 def gaussian_kl(mean_old: th.Tensor, std_old: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
@@ -151,8 +210,14 @@ class RPOPolicy(BasePolicy):
     :param state_dependent_std: Whether the log-std is a function of the state
     :param n_critics: Number of critics in the ensemble
     :param normalize_obs: Whether to normalize observations with running statistics inside the graph
+    :param normalize_obs_kwargs: Keyword arguments of :class:`RunningObsNormalizer` (``epsilon``, ``clip``)
+    :param ortho_init: Whether to initialize the linear layers orthogonally with zero biases (SB3's ``ortho_init``);
+        when False they keep torch's default initialization
+    :param ortho_gains: The gains of ``ortho_init``: keys ``hidden`` (every hidden layer), ``actor_output`` (the
+        mean and log-std heads) and ``critic_output`` (the value layer); default SB3's, sqrt(2) / 0.01 / 1
     :param optimizer_class: Optimizer of the actor and of the critics
-    :param optimizer_kwargs: Its keyword arguments (default ``betas=(0.7, 0.95)``, and ``fused=True`` for Adam/AdamW)
+    :param optimizer_kwargs: Its keyword arguments (default ``betas=(0.7, 0.95)``, and ``fused=True`` for Adam/AdamW).
+        ``weight_decay`` is 0 unless given (torch's AdamW would apply 0.01, pulling log-std and LayerNorm gains to 0)
     """
 
     def __init__(
@@ -168,12 +233,16 @@ class RPOPolicy(BasePolicy):
         state_dependent_std: bool = False,
         n_critics: int = 2,
         normalize_obs: bool = True,
+        normalize_obs_kwargs: dict[str, Any] | None = None,
+        ortho_init: bool = False,
+        ortho_gains: dict[str, float] | None = None,
         optimizer_class: type[th.optim.Optimizer] = th.optim.AdamW,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
         if optimizer_kwargs is None:
             # SHAC's betas; the fused kernel makes the many small critic steps about 20% cheaper on CPU.
             optimizer_kwargs = {"betas": (0.7, 0.95), "fused": optimizer_class in (th.optim.Adam, th.optim.AdamW)}
+        optimizer_kwargs = {"weight_decay": 0.0, **optimizer_kwargs}  # no silent weight decay
         super().__init__(
             observation_space,
             action_space,
@@ -191,15 +260,25 @@ class RPOPolicy(BasePolicy):
         self.state_dependent_std = state_dependent_std
         self.n_critics = n_critics
         self.normalize_obs = normalize_obs
+        self.normalize_obs_kwargs = normalize_obs_kwargs
+        self.ortho_init = ortho_init
+        self.ortho_gains = ortho_gains
 
         obs_dim, action_dim = int(np.prod(observation_space.shape)), int(np.prod(action_space.shape))
-        self.obs_normalizer = RunningObsNormalizer((obs_dim,), enabled=normalize_obs)
+        self.obs_normalizer = RunningObsNormalizer((obs_dim,), enabled=normalize_obs, **(normalize_obs_kwargs or {}))
         self.actor = GaussianActor(obs_dim, action_dim, pi_arch, activation_fn, layer_norm, log_std_init, state_dependent_std)
         self.critic = CriticEnsemble(obs_dim, vf_arch, activation_fn, layer_norm, n_critics)
+        if ortho_init:
+            gains = {**SB3_ORTHO_GAINS, **(ortho_gains or {})}
+            self.actor.orthogonal_init_(gains["hidden"], gains["actor_output"])
+            self.critic.orthogonal_init_(gains["hidden"], gains["critic_output"])
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
         self.register_buffer("action_low", th.as_tensor(action_space.low, dtype=th.float32))
         self.register_buffer("action_high", th.as_tensor(action_space.high, dtype=th.float32))
+        # log|d env_action / d tanh(a)| summed over dimensions: the affine map's part of the entropy
+        log_scale = np.log((action_space.high.astype(np.float64) - action_space.low) / 2).sum()
+        self.register_buffer("action_log_scale", th.tensor(log_scale, dtype=th.float64))  # 0-dim: does not promote
 
         self.actor.optimizer = optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs)
         critic_lr = (critic_lr_schedule or lr_schedule)(1)
@@ -215,6 +294,9 @@ class RPOPolicy(BasePolicy):
             state_dependent_std=self.state_dependent_std,
             n_critics=self.n_critics,
             normalize_obs=self.normalize_obs,
+            normalize_obs_kwargs=self.normalize_obs_kwargs,
+            ortho_init=self.ortho_init,
+            ortho_gains=self.ortho_gains,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
             lr_schedule=self._dummy_schedule,
@@ -231,6 +313,10 @@ class RPOPolicy(BasePolicy):
     def to_env_action(self, actions: th.Tensor) -> th.Tensor:
         """Squash pre-squash Gaussian actions into the Box bounds, differentiably."""
         return self.action_low + 0.5 * (th.tanh(actions) + 1.0) * (self.action_high - self.action_low)
+
+    def entropy_estimate(self, mean: th.Tensor, std: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """One-sample estimate of the entropy of the env's action distribution (:func:`squashed_entropy_estimate`)."""
+        return squashed_entropy_estimate(mean, std, noise, self.action_log_scale)
 
     def values(self, norm_obs: th.Tensor, target: bool = False) -> th.Tensor:
         """Values of every critic of the ensemble (or of the target copies), shape (n_critics, batch)."""

@@ -19,9 +19,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 from sb3_rpo.common.buffers import DiffRolloutBuffer, PolicySamples
 from sb3_rpo.common.diff_vec_env import DiffVecEnv
 from sb3_rpo.common.registry import is_diff_env_id, list_diff_envs, make_diff_vec_env
-from sb3_rpo.rpo.policies import RPOPolicy, gaussian_entropy, gaussian_kl, gaussian_log_prob
+from sb3_rpo.common.schedules import linear_schedule
+from sb3_rpo.rpo.policies import RPOPolicy, gaussian_kl, gaussian_log_prob
 
 SelfRPO = TypeVar("SelfRPO", bound="RPO")
+# rpo-algorithm.md: lr 5e-4, decayed to ~1e-5 over training.
+DEFAULT_LEARNING_RATE = linear_schedule(5e-4)
 
 
 def window_objective(
@@ -88,7 +91,8 @@ class RPO(OnPolicyAlgorithm):
     :param policy: The policy model to use (``"MlpPolicy"`` or a subclass of :class:`RPOPolicy`)
     :param env: A :class:`sb3_rpo.DiffVecEnv`, or the id of a registered differentiable env
         (see :func:`sb3_rpo.list_diff_envs`), built with ``n_envs`` environments on the model's device
-    :param learning_rate: Actor learning rate, a float or a schedule of the remaining progress (1 -> 0)
+    :param learning_rate: Actor learning rate, a float (constant) or a schedule of the remaining progress (1 -> 0);
+        default 5e-4 decaying linearly to 1e-5 (:func:`sb3_rpo.linear_schedule`)
     :param critic_learning_rate: Critic learning rate, a float or a schedule; None uses ``learning_rate``
     :param n_steps: Window length H: simulation steps per environment and per iteration, through
         which gradients are backpropagated
@@ -96,11 +100,19 @@ class RPO(OnPolicyAlgorithm):
     :param batch_size: Minibatch size of the policy epochs; None uses the whole window (n_steps * n_envs)
     :param gamma: Discount factor
     :param gae_lambda: lambda of the TD(lambda) critic targets
-    :param ent_coef: Entropy coefficient. A float is a fixed bonus on the policy's entropy in the policy
-        loss. ``"auto"`` (or ``"auto_<init>"``, e.g. ``"auto_0.1"``) learns a temperature alpha towards
-        ``target_entropy`` and adds alpha * entropy to the rewards of the window return and the critic
-        targets, as well as the entropy bonus to the policy loss (SB3's SAC convention)
-    :param target_entropy: Target entropy of ``ent_coef="auto"``; ``"auto"`` is -dim(A) / 2
+    :param ent_coef: Entropy coefficient. "Entropy" is always that of the action distribution the env sees
+        (the tanh-squashed Gaussian mapped affinely to the Box), estimated per sample from one fresh noise as
+        SAPO does (:func:`sb3_rpo.rpo.policies.squashed_entropy_estimate`). A float is a fixed bonus on the mean
+        entropy in the policy loss. ``"auto"`` (or ``"auto_<init>"``, e.g. ``"auto_0.1"``; init 1) learns a
+        temperature alpha towards ``target_entropy`` and adds alpha * entropy to the rewards of the window
+        return and of the critic targets (SAPO's soft return): the policy step is then BPTT of the soft return
+    :param target_entropy: Target of ``ent_coef="auto"``, in nats of the env's action distribution; ``"auto"``
+        is SAPO's -dim(A) / 2 for actions in (-1, 1), moved by the Box's scale: -dim(A) / 2 + sum(log((high - low) / 2))
+    :param ent_coef_learning_rate: Learning rate of the temperature (a float or a schedule), Adam with betas
+        (0.7, 0.95) on log(alpha), SAPO's values; its gradient is not clipped
+    :param normalize_entropy: Reward alpha * E with SAPO's normalization E = (H - target) / (2 |target'|) instead
+        of alpha * H, where target' = target - sum(log((high - low) / 2)) is the target for actions in (-1, 1)
+        (SAPO: E = (H + |target|) / (2 |target|)); the temperature loss is then scaled by |target'| as SAPO's
     :param kl_coef: Weight of the KL(pi_old || pi_theta) penalty (0 disables it)
     :param clip_low: Lower half-width of the importance-weight band: samples with rho < 1 - clip_low give
         no gradient (None: no lower bound)
@@ -129,7 +141,7 @@ class RPO(OnPolicyAlgorithm):
         self,
         policy: str | type[RPOPolicy],
         env: DiffVecEnv | str | None,
-        learning_rate: float | Schedule = 5e-4,
+        learning_rate: float | Schedule = DEFAULT_LEARNING_RATE,
         critic_learning_rate: float | Schedule | None = None,
         n_steps: int = 32,
         n_epochs: int = 5,
@@ -138,6 +150,8 @@ class RPO(OnPolicyAlgorithm):
         gae_lambda: float = 0.95,
         ent_coef: float | str = 0.0,
         target_entropy: float | str = "auto",
+        ent_coef_learning_rate: float | Schedule = 5e-3,
+        normalize_entropy: bool = False,
         kl_coef: float = 0.2,
         clip_low: float | None = 0.8,
         clip_high: float | None = 1.0,
@@ -184,6 +198,8 @@ class RPO(OnPolicyAlgorithm):
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.target_entropy = target_entropy
+        self.ent_coef_learning_rate = ent_coef_learning_rate
+        self.normalize_entropy = normalize_entropy
         self.kl_coef = kl_coef
         self.clip_low = clip_low
         self.clip_high = clip_high
@@ -259,8 +275,22 @@ class RPO(OnPolicyAlgorithm):
         dtype = self.env.dtype if self.env is not None else th.float32
         self.policy = self.policy.to(device=self.device, dtype=dtype)
 
+        self._setup_temperature(dtype)
+
+    def _setup_temperature(self, dtype: th.dtype) -> None:
+        """The target entropy, its scale, and for ``ent_coef="auto"`` the learned log-temperature and its optimizer."""
+        low, high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)  # type: ignore[union-attr]
+        log_scale = float(np.log((high - low) / 2).sum())
         if self.target_entropy == "auto":
-            self.target_entropy = -float(np.prod(self.action_space.shape)) / 2  # type: ignore[assignment]
+            self.target_entropy = -float(np.prod(self.action_space.shape)) / 2 + log_scale  # type: ignore[assignment]
+        # |target'|: SAPO's |target| for actions in (-1, 1), the scale of its entropy normalization
+        self._entropy_scale = abs(float(self.target_entropy) - log_scale) if self.normalize_entropy else 1.0
+        if self._entropy_scale == 0.0:
+            raise ValueError(
+                "normalize_entropy divides by |target_entropy - sum(log((high - low) / 2))|, which is 0 here: "
+                "choose another target_entropy or normalize_entropy=False."
+            )
+        self.ent_coef_lr_schedule = FloatSchedule(self.ent_coef_learning_rate)
         if isinstance(self.ent_coef, str):
             if not self.ent_coef.startswith("auto"):
                 raise ValueError(f"ent_coef must be a float, 'auto' or 'auto_<init>', got {self.ent_coef!r}")
@@ -268,7 +298,7 @@ class RPO(OnPolicyAlgorithm):
             if init <= 0:
                 raise ValueError(f"The initial entropy coefficient of {self.ent_coef!r} must be > 0")
             self.log_ent_coef = th.log(th.ones(1, device=self.device, dtype=dtype) * init).requires_grad_(True)
-            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.ent_coef_lr_schedule(1), betas=(0.7, 0.95))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_obs_t", "_timings", "log_ent_coef", "ent_coef_optimizer"]
@@ -301,7 +331,13 @@ class RPO(OnPolicyAlgorithm):
         """Current entropy coefficient (alpha): the learned temperature in auto mode, else the fixed float."""
         if self.log_ent_coef is not None:
             return self.log_ent_coef.detach().exp()[0]
-        return th.tensor(float(self.ent_coef), device=self.device)
+        return th.tensor(float(self.ent_coef), device=self.device, dtype=self.policy.dtype)
+
+    def soft_entropy(self, entropy: th.Tensor, alpha: th.Tensor) -> th.Tensor:
+        """The entropy term alpha * E added to each reward in auto mode (E = H, or SAPO's normalization)."""
+        if self.normalize_entropy:
+            entropy = (entropy - self.target_entropy) / (2 * self._entropy_scale)
+        return alpha * entropy
 
     # ------------------------------------------------------------------ steps 1-2: rollout, one backward pass, cache
     def rollout_window(self, env: DiffVecEnv) -> tuple[DiffRolloutBuffer, list[dict[str, Any]]]:
@@ -315,17 +351,21 @@ class RPO(OnPolicyAlgorithm):
         assert self._last_obs_t is not None
         env.detach_state()  # 1. the window starts here: no gradient reaches earlier states
         obs = self._last_obs_t
-        alpha = self.ent_coef_value if self.log_ent_coef is not None else None
+        alpha = self.ent_coef_value if self.log_ent_coef is not None else None  # read once: frozen for the window
+        discount = th.ones(env.num_envs, device=self.device, dtype=policy.dtype)  # gamma^(k - segment start)
         steps: list[dict[str, Any]] = []
         start = time.perf_counter()
         for _ in range(self.n_steps):
             norm_obs = policy.normalize(obs)  # statistics frozen for this iteration
             mean, std = policy.actor(norm_obs)
             actions = mean + std * th.randn_like(mean)  # a = f_theta(eps; s), pre-squash
+            # Entropy of the env's action distribution at s_k, from a fresh noise (SAPO's estimate), differentiable.
+            entropy_noise = th.randn_like(mean)
+            entropy = policy.entropy_estimate(mean, std, entropy_noise)
             next_obs, rewards, terminated, truncated, info = env.diff_step(policy.to_env_action(actions).to(env.device))
             env_rewards = rewards.to(self.device, policy.dtype)
             # soft return of ent_coef="auto" (SAPO); callbacks and episode statistics see the env's rewards
-            rewards = env_rewards if alpha is None else env_rewards + alpha * gaussian_entropy(std)
+            rewards = env_rewards if alpha is None else env_rewards + self.soft_entropy(entropy, alpha)
             steps.append(
                 dict(
                     raw_obs=obs,
@@ -333,6 +373,9 @@ class RPO(OnPolicyAlgorithm):
                     actions=actions,
                     mean=mean,
                     std=std,
+                    entropy_noise=entropy_noise,
+                    entropy=entropy,
+                    discount=discount,
                     rewards=rewards,
                     env_rewards=env_rewards,
                     terminated=terminated,
@@ -341,6 +384,8 @@ class RPO(OnPolicyAlgorithm):
                     next_obs=next_obs,
                 )
             )
+            done = (terminated | truncated).to(self.device)
+            discount = th.where(done, th.ones_like(discount), discount * self.gamma)
             obs = next_obs
         self._last_obs_t = obs.detach()
         stack = lambda key: th.stack([step[key] for step in steps])  # noqa: E731
@@ -357,7 +402,12 @@ class RPO(OnPolicyAlgorithm):
         timings["backward"] = time.perf_counter() - start
 
         with th.no_grad():
-            targets = td_lambda_targets(rewards, next_values.min(0).values, terminated, dones, self.gamma, self.gae_lambda)
+            # Critic targets of the env's rewards; those of the entropy term follow in train(), with the stepped alpha.
+            entropies = stack("entropy").detach()
+            env_rewards = stack("env_rewards").detach()
+            targets = td_lambda_targets(env_rewards, next_values.min(0).values, terminated, dones, self.gamma, self.gae_lambda)
+            soft = self.soft_entropy(entropies, th.ones((), dtype=entropies.dtype, device=entropies.device))  # E_k
+            entropy_targets = td_lambda_targets(soft, th.zeros_like(soft), terminated, dones, self.gamma, self.gae_lambda)
             mean_old, std_old, actions = stack("mean"), stack("std"), stack("actions")
             buffer = DiffRolloutBuffer(
                 observations=stack("norm_obs").detach(),
@@ -370,6 +420,10 @@ class RPO(OnPolicyAlgorithm):
                 rewards=rewards.detach(),
                 dones=dones,
                 returns=targets.detach(),
+                entropy_noise=stack("entropy_noise"),
+                discounts=stack("discount"),
+                entropies=entropies,
+                entropy_returns=entropy_targets,
             )
         self._timings = timings
         return buffer, steps
@@ -403,7 +457,15 @@ class RPO(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------ step 3: policy epochs on cached gradients
     def policy_loss(self, batch: PolicySamples, ent_coef: th.Tensor) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-        """Negative RPO objective of a minibatch: -(L_surr - kl_coef * L_KL + ent_coef * L_ent)."""
+        """
+        Negative RPO objective of a minibatch: -(L_surr - kl_coef * L_KL + L_ent).
+
+        L_ent is ``ent_coef`` times the mean entropy estimate for a float ``ent_coef``. In auto mode the
+        entropy is in the window's rewards, so g = dR/da already carries its dependence through later states;
+        L_ent is then its direct dependence on theta at the sample's own state: the mean of
+        gamma^(k - segment start) * alpha * E_k(theta), with the rollout's entropy noise, so that one epoch on
+        the whole batch is exactly BPTT of the soft window return.
+        """
         mean, std = self.policy.actor(batch.observations)
         # Regenerated noise: eps_hat equals the rollout's noise at theta_old, and a_hat(theta) equals a there.
         noise = ((batch.actions - mean) / std).detach()
@@ -419,22 +481,29 @@ class RPO(OnPolicyAlgorithm):
         weight = (ratio * in_band).detach()
         surrogate = (weight * (batch.action_grads * actions).sum(-1)).mean()  # theta-gradient: w (da/dtheta)^T g
         kl = gaussian_kl(batch.old_mean, batch.old_std, mean, std).mean()
-        entropy = gaussian_entropy(std).mean()
-        loss = -(surrogate - self.kl_coef * kl + ent_coef * entropy)
-        stats = {
-            "kl": kl.detach(),
-            "entropy": entropy.detach(),
-            "max_ratio": ratio.max().detach(),
-            "effective_sample_ratio": in_band.float().mean(),
-        }
+        loss = -(surrogate - self.kl_coef * kl)
+        stats = {"kl": kl.detach(), "max_ratio": ratio.max().detach(), "effective_sample_ratio": in_band.float().mean()}
+        if batch.entropy_noise is not None:
+            entropy = self.policy.entropy_estimate(mean, std, batch.entropy_noise)
+            if self.log_ent_coef is not None:
+                assert batch.discounts is not None
+                loss = loss - (batch.discounts * self.soft_entropy(entropy, ent_coef)).mean()
+            else:
+                loss = loss - ent_coef * entropy.mean()
         return loss, stats
 
-    def _finite_step(self, loss: th.Tensor, optimizer: th.optim.Optimizer, params: list[th.nn.Parameter]) -> th.Tensor | None:
-        """Backpropagate ``loss`` and step, unless the loss or a gradient is non-finite (then count and skip)."""
+    def _finite_step(
+        self, loss: th.Tensor, optimizer: th.optim.Optimizer, params: list[th.nn.Parameter], max_norm: float | None = None
+    ) -> th.Tensor | None:
+        """
+        Backpropagate ``loss`` and step, unless the loss or a gradient is non-finite (then count and skip).
+
+        :param max_norm: The gradient-norm clip; None uses ``max_grad_norm`` (pass ``inf`` for no clipping)
+        """
         optimizer.zero_grad(set_to_none=True)
         if th.isfinite(loss):
             loss.backward()
-            grad_norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            grad_norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm if max_norm is None else max_norm)
             if th.isfinite(grad_norm):
                 optimizer.step()
                 return grad_norm
@@ -454,7 +523,7 @@ class RPO(OnPolicyAlgorithm):
         critic_lr = self.critic_lr_schedule(self._current_progress_remaining)
         update_learning_rate(policy.critic.optimizer, critic_lr)
         if self.ent_coef_optimizer is not None:
-            update_learning_rate(self.ent_coef_optimizer, self.lr_schedule(self._current_progress_remaining))
+            update_learning_rate(self.ent_coef_optimizer, self.ent_coef_lr_schedule(self._current_progress_remaining))
         actor_params = list(policy.actor.parameters())
         logs: dict[str, list[th.Tensor]] = {}  # tensors: one host transfer per iteration, not per step
 
@@ -472,11 +541,17 @@ class RPO(OnPolicyAlgorithm):
                 logs.setdefault("actor_loss", []).append(loss.detach())
                 for key, value in stats.items():
                     logs.setdefault(key, []).append(value)
-                if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                    # Temperature towards the target entropy (SAC's rule, on the Gaussian's entropy).
-                    ent_loss = self.log_ent_coef * (stats["entropy"] - self.target_entropy)
-                    self._finite_step(ent_loss.sum(), self.ent_coef_optimizer, [self.log_ent_coef])  # type: ignore[list-item]
         epochs_time = time.perf_counter() - start
+
+        if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+            # 3b. Temperature: one step per window after the policy's (SAPO's order and loss), on the rollout's
+            # entropy estimates: alpha * |target'| * (mean H - target); SAC and SAPO do not clip it by max_grad_norm.
+            # Soft critic targets: TD(lambda) is linear in the rewards, so those of r + alpha * E are the targets
+            # of r plus alpha times those of E, with the stepped alpha as SAPO's.
+            ent_loss = self.log_ent_coef.exp() * self._entropy_scale * (buffer.entropies.mean() - self.target_entropy)
+            self._finite_step(ent_loss.sum(), self.ent_coef_optimizer, [self.log_ent_coef], max_norm=float("inf"))  # type: ignore[list-item]
+            buffer.returns = buffer.returns + self.ent_coef_value * buffer.entropy_returns
+        logs["entropy"] = [buffer.entropies.mean()]  # of the env's action distribution, what auto mode targets
 
         # 4. Critic: fit every critic of the ensemble to the TD(lambda) targets, then the Polyak target update.
         start = time.perf_counter()
