@@ -31,6 +31,9 @@ N_ENVS, N_STEPS, TIMESTEPS, N_EVAL = 64, 32, 500_000, 16
 
 
 def commit() -> str:
+    """The commit the run's code comes from (a COMMIT file for an exported tree, e.g. `git archive HEAD`)."""
+    if (ROOT / "COMMIT").exists():
+        return (ROOT / "COMMIT").read_text().strip()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "sb3_rpo"], cwd=ROOT, capture_output=True, text=True).stdout
     return head + ("+dirty" if dirty.strip() else "")
@@ -141,13 +144,13 @@ def run(algo: str, seed: int) -> None:
 def launch(parallel: int) -> None:
     missing = [(a, s) for s in SEEDS for a in ALGOS if not (OUT / f"{a}_seed{s}.json").exists()]
     running: list[subprocess.Popen] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this tree's sb3_rpo
     OUT.mkdir(parents=True, exist_ok=True)
     while missing or running:
         running = [p for p in running if p.poll() is None]
         while missing and len(running) < parallel:
             algo, seed = missing.pop(0)
-            cmd = [sys.executable, __file__, "--algo", algo, "--seed", str(seed)]
+            cmd = [sys.executable, __file__, "--algo", algo, "--seed", str(seed), "--out", str(OUT)]
             with open(OUT / f"{algo}_seed{seed}.log", "w") as log:  # the child keeps its own handle
                 running.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(5)
