@@ -89,6 +89,14 @@ class DiffVecEnv(VecEnv):
     def detach_state(self) -> None:
         """Cut the graph: later gradients stop at the current state."""
 
+    def diff_observation(self) -> th.Tensor | None:
+        """
+        The observations of the current states (n_envs, obs_dim), detached, without stepping: where a learner
+        continues from after the env was stepped elsewhere (e.g. ``evaluate_policy``). None when the env was
+        never reset, or cannot tell (this default).
+        """
+        return None
+
     def check_actions(self, actions: Any) -> None:
         """Raise a clear error for actions that ``diff_step`` cannot take."""
         expected = (self.num_envs, *self.action_space.shape)
@@ -288,6 +296,9 @@ class DiffTaskVecEnv(DiffVecEnv):
 
     def detach_state(self) -> None:
         self.state = self.state.detach()
+
+    def diff_observation(self) -> th.Tensor | None:
+        return None if self._needs_reset else self.observation(self.state).detach()
 
     def diff_step(self, actions: th.Tensor) -> DiffStepReturn:
         if self._needs_reset:

@@ -317,13 +317,24 @@ class RPO(OnPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
+        resets = reset_num_timesteps or self._last_obs is None  # SB3's rule: then its _setup_learn resets the env
         total_timesteps, callback = super()._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        if reset_num_timesteps or self._last_obs_t is None:
-            # The numpy reset above started the episodes; the torch face continues from the same state.
-            assert self.env is not None
-            self._last_obs_t = self.env.diff_reset().detach()
+        # The first window starts from the env's real state: after that one reset, or where the episodes are now
+        # (also after the env was stepped outside learn(), or given to set_env / load with force_reset=False).
+        assert self.env is not None
+        obs = self.env.diff_observation()
+        if obs is None and not resets and self._last_obs_t is not None:
+            obs = self._last_obs_t  # an env that cannot tell: the last window's end
+        if obs is None:
+            if not resets:  # a new env never reset
+                self._last_obs, self._last_episode_starts = self.env.reset(), np.ones((self.env.num_envs,), dtype=bool)
+            obs = self.env.diff_observation()
+            if obs is None:
+                obs = th.as_tensor(self._last_obs, device=self.env.device).to(self.env.dtype)
+        self._last_obs_t = obs.detach()
+        self._last_obs = obs.detach().cpu().numpy().astype(np.float32)  # type: ignore[assignment]
         return total_timesteps, callback
 
     @property

@@ -264,6 +264,9 @@ class RewarpedVecEnv(DiffVecEnv):
         if self._last_obs is not None:
             self._last_obs = self._last_obs.detach()
 
+    def diff_observation(self) -> th.Tensor | None:
+        return None if self._needs_reset or self._last_obs is None else self._last_obs.detach()
+
     def diff_step(self, actions: th.Tensor) -> DiffStepReturn:
         if self._needs_reset:
             raise RuntimeError(f"{type(self).__name__}: call diff_reset() (or reset()) before stepping.")
