@@ -21,10 +21,10 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3 import PPO, SAC
 
-from sb3_rpo import RPO, SHAC, DiffVecEnv
+from sb3_rpo import RPO, SAPO, SHAC, DiffVecEnv
 from sb3_rpo.envs import EMBEDDED_ENV_IDS
-from sb3_rpo.zoo import HYPERPARAMS_DIR, ZooExperimentManager, convert_rpo_params, is_numerical_failure
-from sb3_rpo.zoo.hyperparams_opt import sample_rpo_params, sample_shac_params
+from sb3_rpo.zoo import HYPERPARAMS_DIR, ZooExperimentManager, convert_rpo_params, convert_sapo_params, is_numerical_failure
+from sb3_rpo.zoo.hyperparams_opt import sample_rpo_params, sample_sapo_params, sample_shac_params
 
 ENV = "DiffPendulum-v0"
 # Short episodes (also in the evaluation and enjoy envs) and one torch thread per process keep the runs tiny.
@@ -57,7 +57,7 @@ def make_manager(tmp_path: Path, algo: str = "rpo", env_id: str = ENV, **kwargs)
 
 
 # ---------------------------------------------------------------------- in-process: files, samplers, hooks
-@pytest.mark.parametrize("algo, cls", [("rpo", RPO), ("shac", SHAC)])
+@pytest.mark.parametrize("algo, cls", [("rpo", RPO), ("shac", SHAC), ("sapo", SAPO)])
 def test_every_hyperparameter_entry_builds_a_model(tmp_path, algo, cls):
     config = HYPERPARAMS_DIR / f"{algo}.yml"
     assert config.resolve() == (Path(__file__).parents[1] / "hyperparams" / f"{algo}.yml").resolve()
@@ -74,15 +74,16 @@ def test_every_hyperparameter_entry_builds_a_model(tmp_path, algo, cls):
         assert model.policy.normalize_obs == entries[env_id]["normalize"]
         assert model.n_steps == entries[env_id]["n_steps"]
         assert model.n_epochs == entries[env_id].get("n_epochs", 1)
-        assert model.lr_schedule(1.0) == pytest.approx(float(entries[env_id]["learning_rate"]))
-        policy_kwargs = eval(entries[env_id]["policy_kwargs"], {"dict": dict})
-        assert model.policy.log_std_init == policy_kwargs.get("log_std_init", 0.0)
+        assert model.lr_schedule(1.0) == pytest.approx(float(str(entries[env_id]["learning_rate"]).removeprefix("lin_")))
+        policy_kwargs = eval(entries[env_id].get("policy_kwargs", "{}"), {"dict": dict, "nn": th.nn})
+        assert model.policy.log_std_init == policy_kwargs.get("log_std_init", {"shac": -1.0}.get(algo, 0.0))
 
 
 def test_algorithms_are_registered_next_to_rl_zoo3s():
-    assert (ALGOS["rpo"], ALGOS["shac"], ALGOS["ppo"], ALGOS["sac"]) == (RPO, SHAC, PPO, SAC)
+    assert (ALGOS["rpo"], ALGOS["shac"], ALGOS["sapo"], ALGOS["ppo"], ALGOS["sac"]) == (RPO, SHAC, SAPO, PPO, SAC)
     assert HYPERPARAMS_SAMPLER["rpo"] is sample_rpo_params and HYPERPARAMS_SAMPLER["shac"] is sample_shac_params
     assert HYPERPARAMS_CONVERTER["rpo"] is HYPERPARAMS_CONVERTER["shac"] is convert_rpo_params
+    assert HYPERPARAMS_SAMPLER["sapo"] is sample_sapo_params and HYPERPARAMS_CONVERTER["sapo"] is convert_sapo_params
     assert "ppo" in HYPERPARAMS_SAMPLER
 
 
@@ -101,8 +102,13 @@ def test_hyperparameter_preprocessing(tmp_path):
     # -params overrides the yml's net_arch and normalization, and keeps its other policy settings
     assert hyperparams["policy_kwargs"] == {**manager_policy_kwargs(), "net_arch": [8], "normalize_obs": False}
     assert not manager.normalize and env_wrapper is None and vec_env_wrapper is None  # never a VecNormalize
-    assert hyperparams["learning_rate"](0.5) == pytest.approx(1e-3)
-    assert hyperparams["critic_learning_rate"](0.5) == pytest.approx(5e-4)
+    # lin_<x>: linear from x to 1e-5 (never an iteration at 0, as rl-zoo3's lin_ would end)
+    assert hyperparams["learning_rate"](0.5) == pytest.approx((2e-3 + 1e-5) / 2)
+    assert hyperparams["critic_learning_rate"](0.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert hyperparams["learning_rate"](0.0) == pytest.approx(1e-5)
+    floor = make_manager(tmp_path, hyperparams={"learning_rate": "lin_1e-3_1e-4", "ent_coef_learning_rate": 0.01})
+    floored, *_ = floor._preprocess_hyperparams(floor.read_hyperparameters()[0])
+    assert floored["learning_rate"](0.0) == pytest.approx(1e-4) and floored["ent_coef_learning_rate"] == 0.01
     eval_env = manager.create_envs(3, eval_env=True)
     assert isinstance(eval_env, DiffVecEnv) and eval_env.num_envs == 3 and eval_env.max_episode_steps == 7
 
@@ -116,13 +122,20 @@ def test_hyperparameter_preprocessing(tmp_path):
     assert ppo.normalize and not isinstance(ppo.create_envs(1), DiffVecEnv)
 
 
-@pytest.mark.parametrize("sampler, cls", [(sample_rpo_params, RPO), (sample_shac_params, SHAC)])
-def test_samplers_and_converter(sampler, cls):
+@pytest.mark.parametrize(
+    "sampler, convert, cls",
+    [
+        (sample_rpo_params, convert_rpo_params, RPO),
+        (sample_shac_params, convert_rpo_params, SHAC),
+        (sample_sapo_params, convert_sapo_params, SAPO),
+    ],
+)
+def test_samplers_and_converter(sampler, convert, cls):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(3):
         trial = study.ask()
         sampled = sampler(trial, 1, 16, {})
-        assert convert_rpo_params(trial.params) == sampled  # --trial-id rebuilds exactly what the trial trained
+        assert repr(convert(trial.params)) == repr(sampled)  # --trial-id rebuilds exactly what the trial trained
         kwargs = dict(sampled)
         n_envs, net_arch = kwargs.pop("n_envs"), kwargs.pop("net_arch")
         model = cls("MlpPolicy", ENV, n_envs=n_envs, policy_kwargs=dict(net_arch=net_arch), device="cpu", **kwargs)

@@ -1,4 +1,4 @@
-"""Command line of ``python -m sb3_rpo.zoo`` and ``sb3-rpo-zoo``: rl-zoo3's scripts with RPO and SHAC added."""
+"""Command line of ``python -m sb3_rpo.zoo`` and ``sb3-rpo-zoo``: rl-zoo3's scripts with RPO, SHAC and SAPO added."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ COMMANDS = {
 
 USAGE = f"""usage: {PROG} {{{",".join(COMMANDS)}}} [rl-zoo3 arguments]
 
-rl-zoo3's scripts with the algorithms 'rpo' and 'shac' added; '{PROG} <command> -h' lists the arguments.
+rl-zoo3's scripts with the algorithms 'rpo', 'shac' and 'sapo' added; '{PROG} <command> -h' lists the arguments.
 plot is plot_train with '-o FILE' to save the figure; all_plots takes '--png FILE' to save its figures."""
 
 

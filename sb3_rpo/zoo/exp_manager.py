@@ -1,4 +1,4 @@
-"""rl-zoo3's ExperimentManager, taught to build differentiable environments for RPO and SHAC."""
+"""rl-zoo3's ExperimentManager, taught to build differentiable environments for RPO, SHAC and SAPO."""
 
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_rpo.common.registry import is_diff_env_id, list_diff_envs, make_diff_vec_env
+from sb3_rpo.common.schedules import linear_schedule
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 # Algorithms that backpropagate through the simulator: they need a DiffVecEnv.
-DIFF_ALGOS = ("rpo", "shac")
+DIFF_ALGOS = ("rpo", "shac", "sapo")
+# Schedules of a differentiable algorithm's yml: "lin_<x>" decays linearly from x to the floor (rl-zoo3's to 0, which
+# would run the last iteration at learning rate 0); "lin_<x>_<floor>" names the floor.
+SCHEDULE_KEYS = ("learning_rate", "critic_learning_rate", "ent_coef_learning_rate")
 
 _NUMERICAL_MESSAGE = re.compile(r"\b(nan|inf|infinity|non-?finite|not finite|singular|overflow|positive[- ]definite)\b", re.I)
 
@@ -72,7 +76,7 @@ class EpisodeMonitorCallback(BaseCallback):
 
 class ZooExperimentManager(ExperimentManager):
     """
-    rl-zoo3's experiment manager for a differentiable environment id and ``--algo rpo`` or ``shac``.
+    rl-zoo3's experiment manager for a differentiable environment id and ``--algo rpo``, ``shac`` or ``sapo``.
 
     * Environments (training, ``--eval-freq`` evaluation, Optuna trials) are one
       :func:`sb3_rpo.make_diff_vec_env` of the configured ``n_envs`` on the run's device, never
@@ -80,11 +84,12 @@ class ZooExperimentManager(ExperimentManager):
     * ``normalize: true/false`` sets RPO's in-graph observation normalization
       (``policy_kwargs["normalize_obs"]``) instead of a VecNormalize, which would cut the gradient path.
     * A top-level ``net_arch`` (written by the Optuna samplers) is merged into ``policy_kwargs``.
-    * ``critic_learning_rate`` takes ``lin_<x>`` schedules like ``learning_rate``.
+    * ``learning_rate``, ``critic_learning_rate`` and ``ent_coef_learning_rate`` take a float or ``lin_<x>``, a
+      linear decay from x to 1e-5 (SHAC's and SAPO's floor; rl-zoo3's ``lin_`` ends at 0), or ``lin_<x>_<floor>``.
     * A trial samples its own ``n_envs``; a trial that fails numerically is pruned.
 
     Any other algorithm goes through rl-zoo3 unchanged (e.g. PPO on a ``Diff*`` id uses its gymnasium face);
-    rpo and shac refuse an id that is not differentiable. Without ``-conf`` they read the package's
+    rpo, shac and sapo refuse an id that is not differentiable. Without ``-conf`` they read the package's
     ``hyperparams/<algo>.yml``.
     The arguments are rl-zoo3's (see ``rl_zoo3.exp_manager.ExperimentManager``).
     """
@@ -97,8 +102,8 @@ class ZooExperimentManager(ExperimentManager):
                 f"{algo} backpropagates through the simulator: {env_id!r} is not a registered differentiable environment "
                 f"({', '.join(list_diff_envs())}). Train a model-free algorithm (ppo, sac...) on it instead."
             )
-        super().__init__(args, algo, env_id, *rest, config=config, **kwargs)
         self.differentiable = algo in DIFF_ALGOS
+        super().__init__(args, algo, env_id, *rest, config=config, **kwargs)
 
     # ------------------------------------------------------------------ hyperparameters
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -109,13 +114,19 @@ class ZooExperimentManager(ExperimentManager):
             self.custom_hyperparams = {**trial_params, **(self.custom_hyperparams or {})}
         return super().read_hyperparameters()
 
-    @staticmethod
-    def _preprocess_schedules(hyperparams: dict[str, Any]) -> dict[str, Any]:
-        critic_lr = hyperparams.pop("critic_learning_rate", None)
-        hyperparams = ExperimentManager._preprocess_schedules(hyperparams)
-        if critic_lr is not None:  # same rules as learning_rate: "lin_<x>" or a float
-            schedule = ExperimentManager._preprocess_schedules({"learning_rate": critic_lr})
-            hyperparams["critic_learning_rate"] = schedule["learning_rate"]
+    def _preprocess_schedules(self, hyperparams: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        if not self.differentiable:
+            return ExperimentManager._preprocess_schedules(hyperparams)
+        hyperparams = dict(hyperparams)
+        for key in SCHEDULE_KEYS:
+            value = hyperparams.get(key)
+            if isinstance(value, str):
+                kind, *values = value.split("_")
+                if kind != "lin" or len(values) not in (1, 2):
+                    raise ValueError(f"{key}: {value!r} is not a float, 'lin_<x>' or 'lin_<x>_<floor>'")
+                hyperparams[key] = linear_schedule(*(float(v) for v in values))
+            elif isinstance(value, (float, int)):
+                hyperparams[key] = float(value)  # constant
         return hyperparams
 
     def _preprocess_hyperparams(
