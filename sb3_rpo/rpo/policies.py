@@ -1,4 +1,4 @@
-"""Policy of RPO and SHAC: a Gaussian actor, an ensemble of critics with target copies, and an
+"""Policy of RPO, SHAC and SAPO: a Gaussian actor, an ensemble of critics with target copies, and an
 observation normalizer, all of them inside the differentiable graph."""
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def gaussian_kl(mean_old: th.Tensor, std_old: th.Tensor, mean: th.Tensor, std: t
 
 class RPOPolicy(BasePolicy):
     """
-    Policy of RPO and SHAC.
+    Policy of RPO, SHAC and SAPO.
 
     The Gaussian sample ``a`` is unbounded; ``to_env_action`` squashes it into the Box inside the
     graph (tanh, then affine to the bounds), so the gradient reaches ``a`` from the simulator.

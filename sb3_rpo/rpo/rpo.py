@@ -84,7 +84,8 @@ class RPO(OnPolicyAlgorithm):
     surrogate is w * <g, a(theta)> with the action rebuilt from regenerated noise, importance weights
     w clipped to a band (samples outside it give no gradient) and a KL(pi_old || pi_theta) penalty.
     The critics are then fit to TD(lambda) targets and the target critics updated by Polyak averaging.
-    With ``n_epochs=1`` this is exactly SHAC (see :class:`sb3_rpo.SHAC`).
+    With ``n_epochs=1`` this is exactly SHAC (see :class:`sb3_rpo.SHAC`), and with ``ent_coef="auto"`` and
+    SAPO's entropy normalization exactly SAPO (:class:`sb3_rpo.SAPO`): BPTT of the soft window return.
 
     Paper: https://arxiv.org/abs/2508.06214 ; specification of this implementation: ``docs/rpo.md``.
 
@@ -525,7 +526,8 @@ class RPO(OnPolicyAlgorithm):
     def train(self) -> None:
         """
         One RPO update from the window that :meth:`collect_rollouts` simulated and differentiated
-        (steps 1-2 of the algorithm): policy epochs, critic fit, target update, observation statistics.
+        (steps 1-2 of the algorithm): policy epochs, temperature (auto mode), critic fit, target update,
+        observation statistics.
         """
         buffer: DiffRolloutBuffer = self.rollout_buffer  # type: ignore[assignment]
         policy = self.policy
