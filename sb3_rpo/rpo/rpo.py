@@ -23,7 +23,7 @@ from sb3_rpo.common.schedules import linear_schedule
 from sb3_rpo.rpo.policies import RPOPolicy, gaussian_kl, gaussian_log_prob
 
 SelfRPO = TypeVar("SelfRPO", bound="RPO")
-# rpo-algorithm.md: lr 5e-4, decayed to ~1e-5 over training.
+# The specification (docs/rpo.md): lr 5e-4, decayed to ~1e-5 over training.
 DEFAULT_LEARNING_RATE = linear_schedule(5e-4)
 
 
@@ -558,7 +558,8 @@ class RPO(OnPolicyAlgorithm):
 
         if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
             # 3b. Temperature: one step per window after the policy's (SAPO's order and loss), on the rollout's
-            # entropy estimates: alpha * |target'| * (mean H - target); SAC and SAPO do not clip it by max_grad_norm.
+            # entropy estimates: alpha * |target'| * (mean H - target); not clipped by max_grad_norm (as SAC; the
+            # published SAPO clips it at 0.5, which Adam's normalization mostly undoes).
             # Soft critic targets: TD(lambda) is linear in the rewards, so those of r + alpha * E are the targets
             # of r plus alpha times those of E, with the stepped alpha as SAPO's.
             ent_loss = self.log_ent_coef.exp() * self._entropy_scale * (buffer.entropies.mean() - self.target_entropy)
