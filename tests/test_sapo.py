@@ -174,7 +174,7 @@ def test_sapo_is_the_shared_update_with_the_authors_defaults():
     assert model.lr_schedule(1.0) == pytest.approx(2e-3) and model.lr_schedule(0.0) == pytest.approx(1e-5)
     assert model.critic_lr_schedule(1.0) == pytest.approx(5e-4) and model.critic_lr_schedule(0.0) == pytest.approx(1e-5)
     policy = model.policy
-    assert policy.actor.state_dependent_std and len(policy.critic.q_networks) == 2
+    assert policy.actor.state_dependent_std and policy.values(th.zeros(5, 3)).shape == (2, 5)
     assert [m.out_features for m in policy.actor.latent if isinstance(m, th.nn.Linear)] == [128, 64, 32]
     assert isinstance(policy.actor.latent[2], th.nn.SiLU) and isinstance(policy.actor.latent[1], th.nn.LayerNorm)
     weight = policy.actor.latent[0].weight  # orthogonal with gain 1: orthonormal rows (out 128 > in 3: columns)
@@ -184,7 +184,7 @@ def test_sapo_is_the_shared_update_with_the_authors_defaults():
         SAPO("MlpPolicy", "DiffPendulum-v0", n_epochs=3, kl_coef=0.1)
     # policy_kwargs are merged over SAPO's
     small = SAPO("MlpPolicy", "DiffPendulum-v0", n_envs=4, device="cpu", policy_kwargs=dict(net_arch=[16]))
-    assert small.policy.actor.state_dependent_std and len(small.policy.critic.q_networks) == 2
+    assert small.policy.actor.state_dependent_std and small.policy.values(th.zeros(5, 3)).shape == (2, 5)
 
 
 def test_sapo_learns_pendulum_a_little():
@@ -281,8 +281,18 @@ def test_no_silent_weight_decay_and_orthogonal_init_gains():
     first = policy.actor.latent[0].weight.detach()  # (16, 3): orthogonal columns of norm sqrt(2) (SB3's hidden gain)
     np.testing.assert_allclose((first.T @ first).numpy(), 2 * np.eye(3), atol=1e-5)
     assert policy.actor.mu.weight.norm().item() == pytest.approx(0.01, rel=1e-4)  # SB3's action head gain
-    value_layer = policy.critic.q_networks[1][-1]
-    assert value_layer.weight.norm().item() == pytest.approx(1.0, rel=1e-4) and not value_layer.bias.any()
+    # every critic matrix (per member) is orthogonal with SB3's hidden or value-layer gain, every bias 0
+    gains = []
+    for name, param in policy.critic.named_parameters():
+        if "bias" in name:
+            assert not param.any()
+        elif param.dim() >= 2 and not bool((param == 1).all()):  # (a fused ensemble may hold LayerNorm gains in 2-D)
+            for w in param.detach().reshape(-1, *param.shape[-2:]):
+                gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+                gain = gram.diagonal().mean().sqrt().item()
+                np.testing.assert_allclose(gram.numpy(), gain**2 * np.eye(len(gram)), atol=1e-5)
+                gains.append(round(gain, 4))
+    assert set(gains) == {round(math.sqrt(2), 4), 1.0}
     assert th.equal(
         policy.critic.state_dict()["q_networks.0.0.weight"], policy.critic_target.state_dict()["q_networks.0.0.weight"]
     )
