@@ -36,7 +36,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
-from sb3_rpo import RPO, SHAC, make_diff_vec_env
+from sb3_rpo import RPO, SHAC, RPOPolicy, make_diff_vec_env
+from sb3_rpo.shac.shac import SHAC_DEFAULTS, SHAC_POLICY_KWARGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("rpo", "shac", "ppo")
@@ -145,9 +146,20 @@ def diff_hyperparams(task: Task, algo: str, fallback: dict[str, Any]) -> tuple[d
 
 
 def shac_ablation(rpo_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The ablation: RPO's settings with one epoch on the whole window, no clip band and no KL."""
+    """
+    The ablation: RPO's settings with one epoch on the whole window, no clip band and no KL. RPO's defaults are
+    pinned where SHAC's (DiffRL's) differ, so that only the epochs change.
+    """
     dropped = ("n_epochs", "batch_size", "kl_coef", "clip_low", "clip_high")
-    return {key: value for key, value in rpo_kwargs.items() if key not in dropped}
+    kwargs = {key: value for key, value in rpo_kwargs.items() if key not in dropped}
+    rpo_defaults, policy_defaults = inspect.signature(RPO).parameters, inspect.signature(RPOPolicy).parameters
+    for key in SHAC_DEFAULTS:
+        kwargs.setdefault(key, rpo_defaults[key].default)
+    kwargs["policy_kwargs"] = {
+        **{key: policy_defaults[key].default for key in SHAC_POLICY_KWARGS},
+        **(kwargs.get("policy_kwargs") or {}),
+    }
+    return kwargs
 
 
 def ppo_hyperparams(task: Task) -> tuple[dict[str, Any], int, Any, str]:

@@ -1,7 +1,7 @@
 """Train RPO (Reparameterization PPO) on an embedded differentiable task, evaluate it, and save it.
 
 python examples/train_rpo.py                       # DiffPendulum-v0, about a minute on a laptop CPU
-python examples/train_rpo.py --algo shac           # the SHAC baseline, same settings, one epoch
+python examples/train_rpo.py --algo shac           # the SHAC baseline: these envs, window and lr, DiffRL's other defaults
 python examples/train_rpo.py --env DiffCartPoleSwingUp-v0 --timesteps 300000
 """
 
