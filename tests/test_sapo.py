@@ -326,3 +326,21 @@ def test_linear_schedules_end_at_the_floor():
     model.learn(4 * 8 * 4)
     assert lrs[0] < 2e-3 and lrs[-1] == pytest.approx(1e-5) and min(lrs) > 0
     assert model.critic_lr_schedule(0.0) == pytest.approx(1e-5)
+
+
+def test_shac_has_diffrls_defaults():
+    from sb3_rpo import SHAC
+
+    model = SHAC("MlpPolicy", "DiffPendulum-v0", n_envs=4, device="cpu")
+    policy = model.policy
+    assert model.lr_schedule(1.0) == pytest.approx(2e-3) and model.lr_schedule(0.0) == pytest.approx(1e-5)
+    assert model.critic_lr_schedule(1.0) == pytest.approx(2e-4) and model.critic_lr_schedule(0.0) == pytest.approx(1e-5)
+    assert (model.tau, model.max_grad_norm, model.n_epochs) == (0.8, 1.0, 1)
+    assert isinstance(policy.actor.optimizer, th.optim.Adam) and not isinstance(policy.actor.optimizer, th.optim.AdamW)
+    group = policy.actor.optimizer.param_groups[0]
+    assert group["betas"] == (0.7, 0.95) and group["weight_decay"] == 0.0
+    assert policy.values(th.zeros(5, 3)).shape == (1, 5)  # one critic, plus its target copy
+    assert isinstance(policy.actor.latent[2], th.nn.ELU) and not policy.actor.state_dependent_std
+    assert policy.actor(th.zeros(1, 3))[1].log().item() == pytest.approx(-1.0, abs=1e-6)
+    mu = policy.actor.mu.weight.detach()  # orthogonal with gain sqrt(2), as every DiffRL layer
+    assert mu.norm().item() == pytest.approx(math.sqrt(2), rel=1e-4)
