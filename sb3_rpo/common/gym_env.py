@@ -30,6 +30,10 @@ class DiffGymEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        # gymnasium.make(id, max_episode_steps=M) sets the spec after construction and adds its TimeLimit: the env's
+        # own time limit follows it, so that both end the episode at the same step.
+        if self.spec is not None and self.spec.max_episode_steps is not None:
+            self.venv.max_episode_steps = int(self.spec.max_episode_steps)
         if seed is not None:
             self.venv.seed(seed)
         return self.venv.reset()[0], {}

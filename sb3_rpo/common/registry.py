@@ -44,7 +44,9 @@ def register_diff_env(
     :param id: Environment id, e.g. ``"DiffPendulum-v0"``
     :param entry_point: A :class:`DiffVecEnv` subclass or ``"module:Class"``; it is called as
         ``cls(num_envs=..., device=..., dtype=..., seed=..., **kwargs)``
-    :param max_episode_steps: Episode length, told to gymnasium's registration too
+    :param max_episode_steps: Episode length of both faces: passed to the env class as ``max_episode_steps``
+        (unless ``make_diff_vec_env`` is given its own) and told to gymnasium's registration, where
+        ``gymnasium.make(id, max_episode_steps=M)`` overrides it for the gymnasium face. None keeps the class's
     :param register_gym: Also register a single-env gymnasium version of it
     :param kwargs: Default keyword arguments of the env class
     """
@@ -84,7 +86,8 @@ def make_diff_vec_env(
     :param seed: Seed of the environment's random generator
     :param device: Device of the simulation (``"cpu"``, ``"cuda"``, ...)
     :param dtype: ``torch.float32`` or ``torch.float64``
-    :param kwargs: Task options, overriding the registered defaults (e.g. ``max_episode_steps``)
+    :param kwargs: Task options, overriding the registered defaults (e.g. ``max_episode_steps``, which overrides the
+        registered episode length)
     """
     if env_id not in _REGISTRY:
         raise gym.error.UnregisteredEnv(
@@ -94,6 +97,9 @@ def make_diff_vec_env(
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     spec = _REGISTRY[env_id]
-    env = spec.load()(num_envs=n_envs, device=device, dtype=dtype, seed=seed, **{**spec.kwargs, **kwargs})
+    kwargs = {**spec.kwargs, **kwargs}
+    if spec.max_episode_steps is not None:
+        kwargs.setdefault("max_episode_steps", spec.max_episode_steps)  # the registered length; the caller's wins
+    env = spec.load()(num_envs=n_envs, device=device, dtype=dtype, seed=seed, **kwargs)
     env.spec_id = env_id
     return env
