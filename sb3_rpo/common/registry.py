@@ -45,8 +45,10 @@ def register_diff_env(
     :param entry_point: A :class:`DiffVecEnv` subclass or ``"module:Class"``; it is called as
         ``cls(num_envs=..., device=..., dtype=..., seed=..., **kwargs)``
     :param max_episode_steps: Episode length of both faces: passed to the env class as ``max_episode_steps``
-        (unless ``make_diff_vec_env`` is given its own) and told to gymnasium's registration, where
-        ``gymnasium.make(id, max_episode_steps=M)`` overrides it for the gymnasium face. None keeps the class's
+        (``make_diff_vec_env(id, max_episode_steps=K)`` overrides it) and registered with gymnasium, whose ``TimeLimit``
+        then ends the gymnasium face's episodes (``gymnasium.make(id, max_episode_steps=M)`` overrides it there).
+        None keeps the class's own length on both faces (``gymnasium.make(id, max_episode_steps=M)`` can then only
+        shorten it)
     :param register_gym: Also register a single-env gymnasium version of it
     :param kwargs: Default keyword arguments of the env class
     """
@@ -55,7 +57,7 @@ def register_diff_env(
         gym.register(
             id=id,
             entry_point="sb3_rpo.common.gym_env:DiffGymEnv",
-            kwargs={"diff_env_id": id},
+            kwargs={"diff_env_id": id, "gymnasium_time_limit": max_episode_steps is not None},
             max_episode_steps=max_episode_steps,
             disable_env_checker=True,
         )
