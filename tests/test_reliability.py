@@ -410,3 +410,38 @@ def test_host_syncs_per_window_do_not_grow_with_its_length(env_id):
             model.rollout_window(model.env)
         counts[n_steps] = mode.count
     assert counts[4] == counts[16] <= 2, counts
+
+
+# ---------------------------------------------------------------------------------------- 3. zoo checkpoints
+def test_zoo_checkpoints_hold_the_update_of_the_window_they_are_named_after(tmp_path):
+    import argparse
+
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+
+    from sb3_rpo.zoo import CheckpointAfterUpdateCallback, ZooExperimentManager
+
+    manager = ZooExperimentManager(argparse.Namespace(), "rpo", "DiffPendulum-v0", str(tmp_path), device="cpu", save_freq=16)
+    manager.n_envs, manager.save_path = 2, str(tmp_path)
+    manager.create_callbacks()
+    (checkpoint,) = [c for c in manager.callbacks if isinstance(c, CheckpointCallback)]
+    assert type(checkpoint) is CheckpointAfterUpdateCallback and checkpoint.save_freq == 8  # per env, as rl-zoo3's
+
+    updates = {}
+
+    class AfterEachUpdate(BaseCallback):  # the parameters after n updates, at the start of window n + 1
+        def _on_rollout_start(self) -> None:
+            updates[self.model.num_timesteps] = {k: v.clone() for k, v in self.model.policy.state_dict().items()}
+
+        def _on_training_end(self) -> None:
+            self._on_rollout_start()
+
+        def _on_step(self) -> bool:
+            return True
+
+    model = RPO("MlpPolicy", "DiffPendulum-v0", n_envs=2, seed=0, **TINY)  # windows of 8 steps: a save every 2 windows
+    model.learn(6 * 8, callback=[checkpoint, AfterEachUpdate()])
+    for steps in (16, 32, 48):
+        saved = RPO.load(tmp_path / f"rl_model_{steps}_steps.zip", device="cpu")
+        assert saved.num_timesteps == steps and saved._n_updates == steps // 8  # SB3's callback: one update fewer
+        assert state_dicts_equal(saved.policy.state_dict(), updates[steps])
+    assert sorted(p.name for p in tmp_path.glob("rl_model_*")) == [f"rl_model_{s}_steps.zip" for s in (16, 32, 48)]

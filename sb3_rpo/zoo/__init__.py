@@ -10,7 +10,13 @@ from rl_zoo3.utils import ALGOS
 
 from sb3_rpo.rpo import RPO
 from sb3_rpo.shac import SHAC
-from sb3_rpo.zoo.exp_manager import DIFF_ALGOS, HYPERPARAMS_DIR, ZooExperimentManager, is_numerical_failure
+from sb3_rpo.zoo.exp_manager import (
+    DIFF_ALGOS,
+    HYPERPARAMS_DIR,
+    CheckpointAfterUpdateCallback,
+    ZooExperimentManager,
+    is_numerical_failure,
+)
 from sb3_rpo.zoo.hyperparams_opt import convert_rpo_params, sample_rpo_params, sample_shac_params
 
 ALGOS.update(rpo=RPO, shac=SHAC)
@@ -20,6 +26,7 @@ HYPERPARAMS_CONVERTER.update(rpo=convert_rpo_params, shac=convert_rpo_params)
 __all__ = [
     "DIFF_ALGOS",
     "HYPERPARAMS_DIR",
+    "CheckpointAfterUpdateCallback",
     "ZooExperimentManager",
     "convert_rpo_params",
     "is_numerical_failure",
