@@ -42,9 +42,10 @@ class DiffGymEnv(gym.Env):
         return self.venv.reset()[0], {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action_t = th.as_tensor(np.asarray(action, dtype=np.float64), dtype=self.venv.dtype, device=self.venv.device)
+        action_t = self.venv._numpy_actions(np.asarray(action, dtype=np.float64)[None])  # refuses shapes and NaNs as step()
         with th.no_grad():
-            _, reward, terminated, truncated, info = self.venv.diff_step(action_t.reshape(1, -1))
+            _, reward, terminated, truncated, info = self.venv.diff_step(action_t)
+        self.venv.report_nonfinite()
         # Return the observation reached, not the one after the automatic reset.
         obs_np = self.venv._to_numpy_obs(info["final_obs"])[0]
         return obs_np, float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
