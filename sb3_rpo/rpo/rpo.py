@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 import random
-import re
 import time
 import warnings
 import zipfile
@@ -34,11 +33,11 @@ from sb3_rpo.rpo.policies import RPOPolicy, gaussian_entropy, gaussian_kl, gauss
 SelfRPO = TypeVar("SelfRPO", bound="RPO")
 
 
-def _float_or_none(text: str) -> float | None:
+def _is_positive_float(text: str) -> bool:
     try:
-        return float(text)
+        return float(text) > 0
     except ValueError:
-        return None
+        return False
 
 
 def window_objective(
@@ -302,9 +301,8 @@ class RPO(OnPolicyAlgorithm):
         if self.clip_high is not None and not self.clip_high >= 0.0:
             raise ValueError(f"clip_high must be >= 0, got {self.clip_high!r}; use clip_high=None for no upper bound.")
         if isinstance(self.ent_coef, str):
-            match = re.fullmatch(r"auto(?:_(.+))?", self.ent_coef)
-            init = None if match is None or match.group(1) is None else _float_or_none(match.group(1))
-            if match is None or (match.group(1) is not None and (init is None or not init > 0)):
+            init = self.ent_coef.removeprefix("auto_") if self.ent_coef.startswith("auto_") else None
+            if self.ent_coef != "auto" and not (init is not None and _is_positive_float(init)):
                 raise ValueError(
                     f"ent_coef must be a float, 'auto' or 'auto_<init>' with an initial value > 0 (e.g. 'auto_0.1'), "
                     f"got {self.ent_coef!r}"
