@@ -223,8 +223,9 @@ def test_nonfinite_actions_reset_their_env_on_the_torch_face_and_are_refused_on_
 
 
 # ---------------------------------------------------------------------------------------- 5. MuJoCo's silent recovery
-def test_mujoco_silent_reset_is_a_nonfinite_state():
+def test_mujoco_silent_reset_is_a_nonfinite_state(tmp_path, monkeypatch):
     pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends its warnings to ./MUJOCO_LOG.TXT
     env = make_diff_vec_env("MujocoFDInvertedPendulum-v5", n_envs=2, seed=0)
     env.diff_reset()
     state = env.state.clone()
