@@ -350,16 +350,22 @@ class DiffTaskVecEnv(DiffVecEnv):
         if tuple(value.shape) != shape:
             raise ValueError(f"{name} returned shape {tuple(value.shape)}, expected {shape}{hint}.")
         if value.dtype != dtype:
-            promoted = " (a float64 constant, e.g. a numpy float64 or a tensor created without dtype=self.dtype, promotes "
-            promoted += "float32 computations)" if dtype == th.float32 and value.dtype == th.float64 else ""
+            promoted = (
+                " (a float64 constant, e.g. a numpy float64 array or a tensor created without dtype=self.dtype, promotes "
+                "float32 computations)"
+                if dtype == th.float32 and value.dtype == th.float64
+                else ""
+            )
             raise TypeError(f"{name} returned dtype {value.dtype}, expected {dtype}{promoted}.")
         if value.device != self.device:
             raise ValueError(f"{name} returned a tensor on {value.device}, expected the env's device {self.device}.")
 
     def _check_reset_outputs(self, state: Any, obs: Any) -> None:
-        n, obs_shape = state.shape[0] if isinstance(state, th.Tensor) else self.num_envs, self.observation_space.shape
+        n, obs_shape = self.num_envs, self.observation_space.shape
         self._check_output("sample_initial_state", state, (n, self.state_dim), self.dtype, " (n, state_dim)")
-        self._check_output("observation", obs, (n, *obs_shape), self.dtype, " (n, obs_dim): obs_dim or obs_low/obs_high")
+        self._check_output(
+            "observation", obs, (n, *obs_shape), self.dtype, ", the size that obs_dim or obs_low/obs_high declare"
+        )
 
     def _check_step_outputs(self, next_state: Any, rewards: Any, terminated: Any) -> None:
         n = self.num_envs
