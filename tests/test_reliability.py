@@ -117,6 +117,26 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     assert [e["r"] for e in straight.ep_info_buffer] == [e["r"] for e in resumed.ep_info_buffer]
 
 
+@pytest.mark.parametrize("env_id", ["DiffCartPoleSwingUp-v0", "MujocoFDHopper-v5"])
+def test_env_state_round_trip_continues_identically(env_id):
+    """An env given another's state continues exactly as that one does: steps, rewards, resets (short episodes)."""
+    if env_id.startswith("Mujoco"):
+        pytest.importorskip("mujoco")
+    a, b = (make_diff_vec_env(env_id, n_envs=3, seed=seed, max_episode_steps=4) for seed in (0, 1))
+    a.diff_reset(), b.diff_reset()
+    actions = th.rand(12, 3, *a.action_space.shape, generator=th.Generator().manual_seed(0)) * 0.6 - 0.3
+    for action in actions[:3]:
+        a.diff_step(action)
+    b.set_state(a.get_state())
+    for action in actions[3:]:  # across two automatic resets
+        out_a, out_b = a.diff_step(action), b.diff_step(action)
+        for x, y in zip(out_a[:4], out_b[:4], strict=True):
+            assert th.equal(x, y)
+    assert state_dicts_equal(a.get_state(), b.get_state())
+    with pytest.raises(ValueError, match="the saved env state is of num_envs 3, this env's is 2"):
+        make_diff_vec_env(env_id, n_envs=2).set_state(a.get_state())
+
+
 def test_load_does_not_reseed_over_the_saved_generators(tmp_path):
     model = RPO("MlpPolicy", "DiffPendulum-v0", n_envs=2, seed=0, **TINY).learn(16)
     model.save(tmp_path / "m")
