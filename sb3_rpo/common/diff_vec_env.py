@@ -31,6 +31,16 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 DiffStepReturn = tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, dict[str, Any]]
 
+# Why DiffTaskVecEnv ended and reset environments, in the order of its counters.
+NONFINITE_KINDS = ("state", "observation", "action", "reset_observation")
+NONFINITE_MESSAGES = {
+    "state": "{n} env(s) reached a non-finite state (NaN or inf from dynamics() or reward()) and were reset",
+    "observation": "{n} env(s) got a non-finite observation() from a finite state and were reset",
+    "action": "{n} env(s) received non-finite actions (NaN or inf) and were reset",
+    "reset_observation": "{n} initial state(s) had a non-finite observation() (redrawn on reset, zeroed after an "
+    "automatic reset)",
+}
+
 
 class DiffVecEnv(VecEnv):
     """
@@ -98,7 +108,13 @@ class DiffVecEnv(VecEnv):
         return None
 
     def check_actions(self, actions: Any) -> None:
-        """Raise a clear error for actions that ``diff_step`` cannot take."""
+        """
+        Raise a clear error for actions that ``diff_step`` cannot take (type, shape, dtype, device).
+
+        These checks read only metadata: no device-to-host synchronization. Non-finite values are not refused here
+        (that would synchronize every step): ``diff_step`` ends and resets the environments that receive them and
+        :meth:`report_nonfinite` counts them; the numpy face refuses them at once (see :meth:`step_wait`).
+        """
         expected = (self.num_envs, *self.action_space.shape)
         if not isinstance(actions, th.Tensor):
             raise TypeError(
@@ -111,9 +127,28 @@ class DiffVecEnv(VecEnv):
             raise TypeError(f"diff_step expects actions of dtype {self.dtype} (the env's dtype), got {actions.dtype}.")
         if actions.device != self.device:
             raise ValueError(f"diff_step expects actions on device {self.device}, got {actions.device}.")
-        if not bool(th.isfinite(actions).all()):
-            bad = (~th.isfinite(actions)).any(dim=-1).nonzero().flatten().tolist()
-            raise ValueError(f"diff_step received non-finite actions (NaN or inf) for envs {bad}.")
+
+    def report_nonfinite(self) -> dict[str, int]:
+        """
+        Warn once about the environments reset for non-finite values since the last report, and return their counts.
+
+        ``diff_step`` only accumulates these counts in tensors (no host synchronization per step); this reads them,
+        which synchronizes once. RPO calls it at the end of every window, the numpy face after every step.
+        An implementation that reports at once in ``diff_step`` may leave this default (nothing pending).
+        """
+        return {}
+
+    def get_state(self) -> dict[str, Any] | None:
+        """
+        Everything needed to continue exactly where the env is (states, episode counters, random generator), as a
+        dict of tensors and numbers that ``torch.save`` and pickle take; ``None`` if the env cannot save it (the
+        default). RPO saves it in its zip file and ``RPO.load(path, env=...)`` gives it back to :meth:`set_state`.
+        """
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned; raise ``ValueError`` if it belongs to another kind of env."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore its state (get_state() returns None)")
 
     # ----------------------------------------------------------------- numpy face
     def _to_numpy_obs(self, obs: th.Tensor) -> np.ndarray:
@@ -124,17 +159,39 @@ class DiffVecEnv(VecEnv):
             obs = self.diff_reset()
         self._reset_seeds()
         self._reset_options()
+        self.report_nonfinite()
         return self._to_numpy_obs(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
+    def _numpy_actions(self, actions: Any) -> th.Tensor:
+        """
+        ``step()``'s actions as the tensor ``diff_step`` takes, refused as SB3's VecEnvs would refuse them.
+
+        Accepted: shape (n_envs, *action_space.shape), as ``predict`` returns them, and (n_envs,) for a one-dimensional
+        action (DummyVecEnv gives each env ``actions[i]``, a scalar, then). Anything else is refused, even with the
+        right number of elements: a transposed (act_dim, n_envs) or flat (n_envs * act_dim,) array would mix the
+        actions of different environments.
+        """
+        array = np.asarray(actions)
+        expected = (self.num_envs, *self.action_space.shape)
+        if array.shape != expected and not (self.action_space.shape == (1,) and array.shape == (self.num_envs,)):
+            raise ValueError(
+                f"step() expects actions of shape {expected} (n_envs, *action_space.shape), got {array.shape}: "
+                "one row per environment, as model.predict() returns them."
+            )
+        if not np.all(np.isfinite(array)):
+            bad = np.flatnonzero(~np.isfinite(array.reshape(self.num_envs, -1)).all(axis=-1)).tolist()
+            raise ValueError(f"step() received non-finite actions (NaN or inf) for envs {bad}.")
+        return th.as_tensor(array, device=self.device).to(self.dtype).reshape(expected)
+
     def step_wait(self) -> VecEnvStepReturn:
         assert self._actions is not None, "step_async() must be called before step_wait()"
-        actions = th.as_tensor(np.asarray(self._actions), device=self.device).to(self.dtype)
-        actions = actions.reshape(self.num_envs, *self.action_space.shape)
+        actions = self._numpy_actions(self._actions)
         with th.no_grad():
             obs, rewards, terminated, truncated, info = self.diff_step(actions)
+        self.report_nonfinite()
         dones = (terminated | truncated).cpu().numpy()
         infos = self.sb3_infos(info, terminated, truncated)
         return self._to_numpy_obs(obs), rewards.detach().cpu().numpy().astype(np.float32), dones, infos
@@ -237,9 +294,16 @@ class DiffTaskVecEnv(DiffVecEnv):
         self.state = th.zeros(num_envs, self.state_dim, device=self.device, dtype=dtype)
         self.elapsed_steps = th.zeros(num_envs, dtype=th.long, device=self.device)
         self.episode_returns = th.zeros(num_envs, dtype=dtype, device=self.device)
-        self.nonfinite_count = 0  # environments reset because their state became NaN/inf
+        # Environments reset because of non-finite values, per kind: counted in a tensor by diff_step (no host sync),
+        # added to the totals by report_nonfinite().
+        self._nonfinite_pending = th.zeros(len(NONFINITE_KINDS), dtype=th.long, device=self.device)
+        self.nonfinite_totals = dict.fromkeys(NONFINITE_KINDS, 0)
+        low, high = (th.as_tensor(b, dtype=dtype, device=self.device) for b in (act_space.low, act_space.high))
+        self._safe_action = (low + high) / 2  # what the simulator gets in place of a non-finite action
+        self._last_obs: th.Tensor | None = None
         self._last_actions: th.Tensor | None = None
         self._needs_reset = True
+        self._outputs_checked = {"reset": False, "step": False}  # the task's outputs are checked once
 
     # ------------------------------------------------------------- what a task writes
     @abstractmethod
@@ -285,14 +349,66 @@ class DiffTaskVecEnv(DiffVecEnv):
         self.generator.manual_seed(int(seed))
         return [int(seed) + i for i in range(self.num_envs)]
 
+    # ------------------------------------------------------------- checks of what the task returns
+    def _check_output(self, method: str, value: Any, shape: tuple[int, ...], dtype: th.dtype, hint: str = "") -> None:
+        """Raise an error naming the task's ``method`` if ``value`` is not a tensor of ``shape``, ``dtype`` on the device."""
+        name = f"{type(self).__name__}.{method}()"
+        if not isinstance(value, th.Tensor):
+            raise TypeError(f"{name} must return a torch.Tensor of shape {shape}, got {type(value).__name__}.")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{name} returned shape {tuple(value.shape)}, expected {shape}{hint}.")
+        if value.dtype != dtype:
+            promoted = (
+                " (a float64 constant, e.g. a numpy float64 array or a tensor created without dtype=self.dtype, promotes "
+                "float32 computations)"
+                if dtype == th.float32 and value.dtype == th.float64
+                else ""
+            )
+            raise TypeError(f"{name} returned dtype {value.dtype}, expected {dtype}{promoted}.")
+        if value.device != self.device:
+            raise ValueError(f"{name} returned a tensor on {value.device}, expected the env's device {self.device}.")
+
+    def _check_reset_outputs(self, state: Any, obs: Any) -> None:
+        n, obs_shape = self.num_envs, self.observation_space.shape
+        self._check_output("sample_initial_state", state, (n, self.state_dim), self.dtype, " (n, state_dim)")
+        self._check_output(
+            "observation", obs, (n, *obs_shape), self.dtype, ", the size that obs_dim or obs_low/obs_high declare"
+        )
+
+    def _check_step_outputs(self, next_state: Any, rewards: Any, terminated: Any) -> None:
+        n = self.num_envs
+        self._check_output("dynamics", next_state, (n, self.state_dim), self.dtype, " (n, state_dim)")
+        self._check_output("reward", rewards, (n,), self.dtype, ", one reward per env (reduce or squeeze the last axis)")
+        self._check_output("terminated", terminated, (n,), th.bool, " (one flag per env)")
+
     # ------------------------------------------------------------- the protocol
+    def _initial_states(self) -> tuple[th.Tensor, th.Tensor]:
+        """Initial states of every env and their observations, redrawn (a few times) where an observation is non-finite."""
+        state = self.sample_initial_state(self.num_envs)
+        obs = self.observation(state)
+        if not self._outputs_checked["reset"]:
+            self._check_reset_outputs(state, obs)
+            self._outputs_checked["reset"] = True
+        for _ in range(10):  # a reset synchronizes once anyway (the numpy face converts its observation)
+            bad = ~th.isfinite(obs).all(dim=-1)
+            if not bool(bad.any()):
+                return state, obs
+            self._nonfinite_pending[NONFINITE_KINDS.index("reset_observation")] += bad.sum()
+            state = th.where(bad.unsqueeze(-1), self.sample_initial_state(self.num_envs), state)
+            obs = self.observation(state)
+        raise RuntimeError(
+            f"{type(self).__name__}.observation() stays non-finite (NaN or inf) for {int(bad.sum())} of {self.num_envs} "
+            "initial states after 10 draws of sample_initial_state(): the task's observation of its own initial states "
+            "must be finite (e.g. bound a 1/distance feature away from zero)."
+        )
+
     def diff_reset(self) -> th.Tensor:
-        self.state = self.sample_initial_state(self.num_envs).to(self.dtype)
+        self.state, obs = self._initial_states()
         self.elapsed_steps.zero_()
         self.episode_returns.zero_()
-        self._last_actions = None
+        self._last_obs, self._last_actions = obs.detach(), None
         self._needs_reset = False
-        return self.observation(self.state)
+        return obs
 
     def detach_state(self) -> None:
         self.state = self.state.detach()
@@ -305,11 +421,20 @@ class DiffTaskVecEnv(DiffVecEnv):
             raise RuntimeError(f"{type(self).__name__}: call diff_reset() (or reset()) before stepping.")
         self.check_actions(actions)
         state, step_actions = self.state.view_as(self.state), actions.view_as(actions)  # nodes of this step only
-        next_state = self.dynamics(state, step_actions)
+        # The simulator never sees a non-finite action (an external one may silently recover from it); the env is reset.
+        bad_actions = ~th.isfinite(actions).all(dim=-1)
+        next_state = self.dynamics(state, th.where(bad_actions.unsqueeze(-1), self._safe_action, step_actions))
         rewards = self.reward(state, step_actions, next_state)
+        obs_reached = self.observation(next_state)
+        if not self._outputs_checked["step"]:
+            self._check_step_outputs(next_state, rewards, self.terminated(next_state))
+            self._outputs_checked["step"] = True
 
-        # A non-finite state is reported, ends its episode (bootstrap 0) and never reaches the caller.
-        nonfinite = ~(th.isfinite(next_state).all(dim=-1) & th.isfinite(rewards))
+        # A non-finite state, reward or observation (even from a finite state, e.g. 1/distance) is counted, ends its
+        # episode (bootstrap 0) and never reaches the caller. Counting stays on the device: no host sync per step.
+        bad_state = ~(th.isfinite(next_state).all(dim=-1) & th.isfinite(rewards))
+        bad_obs = ~th.isfinite(obs_reached).all(dim=-1) & ~bad_state
+        nonfinite = bad_state | bad_obs | bad_actions
         # Its derivatives are NaN too: zero them where they enter the step, or the backward pass would turn the
         # zero gradient of the discarded next state into NaN (0 * nan) and spoil the whole batch.
         for x in (state, step_actions):
@@ -317,9 +442,6 @@ class DiffTaskVecEnv(DiffVecEnv):
                 x.register_hook(lambda grad: None if grad is None else grad.masked_fill(nonfinite.unsqueeze(-1), 0.0))
         safe_next = th.where(nonfinite.unsqueeze(-1), state.detach(), next_state)
         rewards = th.where(nonfinite, th.zeros_like(rewards), rewards)
-        if bool(nonfinite.any()):
-            self.nonfinite_count += int(nonfinite.sum())
-            warnings.warn(f"{type(self).__name__}: {int(nonfinite.sum())} env(s) reached a non-finite state; reset them.")
 
         self.elapsed_steps += 1
         self.episode_returns += rewards.detach()
@@ -327,7 +449,9 @@ class DiffTaskVecEnv(DiffVecEnv):
         truncated = self.elapsed_steps >= self.max_episode_steps
         done = terminated | truncated
 
-        final_obs = self.observation(safe_next)
+        # The observation reached; where it was not finite, the last one returned (that env is terminated: no bootstrap).
+        assert self._last_obs is not None
+        final_obs = th.where(nonfinite.unsqueeze(-1), self._last_obs, obs_reached)
         info: dict[str, Any] = {
             "final_obs": final_obs,
             "episode_return": self.episode_returns.clone(),
@@ -338,10 +462,62 @@ class DiffTaskVecEnv(DiffVecEnv):
         fresh = self.sample_initial_state(self.num_envs).to(self.dtype)
         self.state = th.where(done.unsqueeze(-1), fresh, safe_next)
         obs = self.observation(self.state)  # equals final_obs, gradient included, where nothing ended
+        # A fresh state whose observation is not finite cannot be redrawn without a sync: its observation is zeroed.
+        bad_reset = done & ~th.isfinite(obs).all(dim=-1)
+        obs = th.where(bad_reset.unsqueeze(-1), th.zeros_like(obs), obs)
+        self._nonfinite_pending += th.stack([bad_state.sum(), bad_obs.sum(), bad_actions.sum(), bad_reset.sum()])
         self.elapsed_steps = th.where(done, th.zeros_like(self.elapsed_steps), self.elapsed_steps)
         self.episode_returns = th.where(done, th.zeros_like(self.episode_returns), self.episode_returns)
-        self._last_actions = actions.detach()
+        self._last_obs, self._last_actions = obs.detach(), actions.detach()
         return obs, rewards, terminated, truncated, info
+
+    # ------------------------------------------------------------- non-finite values, saved state
+    def report_nonfinite(self) -> dict[str, int]:
+        counts = dict(zip(NONFINITE_KINDS, self._nonfinite_pending.tolist(), strict=True))  # the one host sync
+        self._nonfinite_pending.zero_()
+        parts = [NONFINITE_MESSAGES[kind].format(n=n) for kind, n in counts.items() if n]
+        if parts:
+            for kind, n in counts.items():
+                self.nonfinite_totals[kind] += n
+            warnings.warn(f"{type(self).__name__}: {'; '.join(parts)}.", stacklevel=2)
+        return counts
+
+    @property
+    def nonfinite_count(self) -> int:
+        """Environments ended and reset so far because of a non-finite state, reward, observation or action."""
+        self.report_nonfinite()
+        return sum(self.nonfinite_totals[kind] for kind in ("state", "observation", "action"))
+
+    def get_state(self) -> dict[str, Any]:
+        self.report_nonfinite()
+        return {
+            "env_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "num_envs": self.num_envs,
+            "dtype": str(self.dtype),
+            "state": self.state.detach().cpu().clone(),
+            "elapsed_steps": self.elapsed_steps.cpu().clone(),
+            "episode_returns": self.episode_returns.cpu().clone(),
+            "generator": self.generator.get_state(),
+            "needs_reset": self._needs_reset,
+            "nonfinite_totals": dict(self.nonfinite_totals),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        mine = self.get_state()
+        for key in ("env_class", "num_envs", "dtype"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"the saved env state is of {key} {state.get(key)!r}, this env's is {mine[key]!r}")
+        if tuple(state["state"].shape) != tuple(self.state.shape):
+            shape = tuple(state["state"].shape)
+            raise ValueError(f"the saved env state has shape {shape}, expected {tuple(self.state.shape)}")
+        self.state = state["state"].to(self.device, self.dtype)
+        self.elapsed_steps = state["elapsed_steps"].to(self.device)
+        self.episode_returns = state["episode_returns"].to(self.device, self.dtype)
+        self.generator.set_state(state["generator"])
+        self._needs_reset = bool(state["needs_reset"])
+        self.nonfinite_totals = dict(state["nonfinite_totals"])
+        with th.no_grad():
+            self._last_obs, self._last_actions = self.observation(self.state), None
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         if self.render_mode != "rgb_array":

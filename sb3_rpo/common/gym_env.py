@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
+from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv
 from sb3_rpo.common.registry import make_diff_vec_env
 
 
@@ -17,13 +18,19 @@ class DiffGymEnv(gym.Env):
 
     :param diff_env_id: Registered differentiable env id
     :param render_mode: ``None`` or ``"rgb_array"``
+    :param gymnasium_time_limit: The episode length is gymnasium's ``TimeLimit`` (``gymnasium.make`` adds it with the
+        registered ``max_episode_steps``, or the one given to ``make``): a :class:`DiffTaskVecEnv` does not truncate
+        itself (other DiffVecEnvs keep their own limit too). Set by :func:`~sb3_rpo.register_diff_env` for ids
+        registered with a ``max_episode_steps``
     :param kwargs: Task options passed to :func:`make_diff_vec_env`
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, diff_env_id: str, render_mode: str | None = None, **kwargs: Any):
+    def __init__(self, diff_env_id: str, render_mode: str | None = None, gymnasium_time_limit: bool = False, **kwargs: Any):
         self.venv = make_diff_vec_env(diff_env_id, n_envs=1, render_mode=render_mode, **kwargs)
+        if gymnasium_time_limit and isinstance(self.venv, DiffTaskVecEnv) and "max_episode_steps" not in kwargs:
+            self.venv.max_episode_steps = 2**62  # never reached: gymnasium's TimeLimit truncates
         self.observation_space = self.venv.observation_space
         self.action_space = self.venv.action_space
         self.render_mode = render_mode
@@ -35,9 +42,10 @@ class DiffGymEnv(gym.Env):
         return self.venv.reset()[0], {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action_t = th.as_tensor(np.asarray(action, dtype=np.float64), dtype=self.venv.dtype, device=self.venv.device)
+        action_t = self.venv._numpy_actions(np.asarray(action, dtype=np.float64)[None])  # refuses shapes and NaNs as step()
         with th.no_grad():
-            _, reward, terminated, truncated, info = self.venv.diff_step(action_t.reshape(1, -1))
+            _, reward, terminated, truncated, info = self.venv.diff_step(action_t)
+        self.venv.report_nonfinite()
         # Return the observation reached, not the one after the automatic reset.
         obs_np = self.venv._to_numpy_obs(info["final_obs"])[0]
         return obs_np, float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}

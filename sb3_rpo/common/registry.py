@@ -44,7 +44,11 @@ def register_diff_env(
     :param id: Environment id, e.g. ``"DiffPendulum-v0"``
     :param entry_point: A :class:`DiffVecEnv` subclass or ``"module:Class"``; it is called as
         ``cls(num_envs=..., device=..., dtype=..., seed=..., **kwargs)``
-    :param max_episode_steps: Episode length, told to gymnasium's registration too
+    :param max_episode_steps: Episode length of both faces: passed to the env class as ``max_episode_steps``
+        (``make_diff_vec_env(id, max_episode_steps=K)`` overrides it) and registered with gymnasium, whose ``TimeLimit``
+        then ends the gymnasium face's episodes (``gymnasium.make(id, max_episode_steps=M)`` overrides it there).
+        None keeps the class's own length on both faces (``gymnasium.make(id, max_episode_steps=M)`` can then only
+        shorten it)
     :param register_gym: Also register a single-env gymnasium version of it
     :param kwargs: Default keyword arguments of the env class
     """
@@ -53,7 +57,7 @@ def register_diff_env(
         gym.register(
             id=id,
             entry_point="sb3_rpo.common.gym_env:DiffGymEnv",
-            kwargs={"diff_env_id": id},
+            kwargs={"diff_env_id": id, "gymnasium_time_limit": max_episode_steps is not None},
             max_episode_steps=max_episode_steps,
             disable_env_checker=True,
         )
@@ -84,7 +88,8 @@ def make_diff_vec_env(
     :param seed: Seed of the environment's random generator
     :param device: Device of the simulation (``"cpu"``, ``"cuda"``, ...)
     :param dtype: ``torch.float32`` or ``torch.float64``
-    :param kwargs: Task options, overriding the registered defaults (e.g. ``max_episode_steps``)
+    :param kwargs: Task options, overriding the registered defaults (e.g. ``max_episode_steps``, which overrides the
+        registered episode length)
     """
     if env_id not in _REGISTRY:
         raise gym.error.UnregisteredEnv(
@@ -94,6 +99,9 @@ def make_diff_vec_env(
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     spec = _REGISTRY[env_id]
-    env = spec.load()(num_envs=n_envs, device=device, dtype=dtype, seed=seed, **{**spec.kwargs, **kwargs})
+    kwargs = {**spec.kwargs, **kwargs}
+    if spec.max_episode_steps is not None:
+        kwargs.setdefault("max_episode_steps", spec.max_episode_steps)  # the registered length; the caller's wins
+    env = spec.load()(num_envs=n_envs, device=device, dtype=dtype, seed=seed, **kwargs)
     env.spec_id = env_id
     return env

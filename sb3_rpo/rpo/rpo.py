@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import os
+import pathlib
+import random
 import time
+import warnings
+import zipfile
 from typing import Any, ClassVar, TypeVar
 
+import cloudpickle
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -25,6 +34,13 @@ from sb3_rpo.rpo.policies import RPOPolicy, gaussian_kl, gaussian_log_prob
 SelfRPO = TypeVar("SelfRPO", bound="RPO")
 # The specification (docs/rpo.md): lr 5e-4, decayed to ~1e-5 over training.
 DEFAULT_LEARNING_RATE = linear_schedule(5e-4)
+
+
+def _is_positive_float(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def window_objective(
@@ -71,6 +87,64 @@ def td_lambda_targets(
             continuation = th.where(dones[k], bootstrap, blended)
         targets[k] = rewards[k] + gamma * continuation
     return targets
+
+
+_NO_GRADIENT_CAUSES = (
+    "Likely causes: the task computes them with .item(), numpy or .detach(), under torch.no_grad(), or from a simulator "
+    "that torch cannot differentiate (wrap it in a sb3_rpo.JacobianVecEnv with its Jacobians or vjp). "
+    "sb3_rpo.common.gradcheck.check_window_gradient compares the gradient with finite differences."
+)
+
+
+def _fsync(path: pathlib.Path, directory: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk; folders cannot be opened everywhere (Windows)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_saved_data(path: str | pathlib.Path | io.BufferedIOBase) -> dict[str, Any] | None:
+    """The JSON ``data`` entry of an SB3 zip file, or None when it cannot be read (SB3's load then reports why)."""
+    try:
+        if isinstance(path, (str, pathlib.Path)):
+            candidate = pathlib.Path(path)
+            if not candidate.exists():
+                candidate = pathlib.Path(f"{path}.zip")
+            with zipfile.ZipFile(candidate) as archive:
+                return json.loads(archive.read("data"))
+        start = path.tell()
+        try:
+            with zipfile.ZipFile(path) as archive:  # type: ignore[arg-type]
+                return json.loads(archive.read("data"))
+        finally:
+            path.seek(start)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+
+
+def _saved_policy_class(data: dict[str, Any]) -> type | None:
+    try:
+        return cloudpickle.loads(base64.b64decode(data["policy_class"][":serialized:"]))
+    except Exception:  # a class that does not unpickle here: SB3's load reports it
+        return None
+
+
+def _sb3_algorithm_of(policy_name: str, data: dict[str, Any]) -> str:
+    """The SB3 algorithm that saves a policy of this class (SB3's files do not name their algorithm)."""
+    if "ActorCritic" in policy_name:
+        return "PPO" if "clip_range" in data else "A2C"
+    for prefix, algorithm in (("SAC", "SAC"), ("TD3", "TD3"), ("DQN", "DQN"), ("QNetwork", "DQN")):
+        if policy_name.startswith(prefix):
+            return algorithm
+    return "another algorithm's"
 
 
 class RPO(OnPolicyAlgorithm):
@@ -211,12 +285,55 @@ class RPO(OnPolicyAlgorithm):
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
         self._last_obs_t: th.Tensor | None = None
-        if n_epochs < 1:
-            raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
+        self._gradient_path_checked = False
+        self._validate_arguments()
         if _init_setup_model:
             self._setup_model()
 
     # ------------------------------------------------------------------ setup
+    def _validate_arguments(self) -> None:
+        """Refuse, at construction and with what to do, the arguments that would crash deep inside or train silently wrong."""
+        for name in ("n_steps", "n_epochs", "n_critic_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.n_critic_iterations, (int, np.integer)) or self.n_critic_iterations < 0:
+            raise ValueError(f"n_critic_iterations must be an integer >= 0 (0: no critic fit), got {self.n_critic_iterations}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1, or None for the whole window, got {self.batch_size!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1] (1 copies the critics into the targets), got {self.tau!r}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0 (0 disables the KL penalty), got {self.kl_coef!r}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 (use float('inf') for no clipping), got {self.max_grad_norm!r}")
+        if self.clip_low is not None and not 0.0 <= self.clip_low < 1.0:
+            raise ValueError(
+                f"clip_low must be in [0, 1) (samples with ratio < 1 - clip_low give no gradient), got {self.clip_low!r}; "
+                "use clip_low=None for no lower bound."
+            )
+        if self.clip_high is not None and not self.clip_high >= 0.0:
+            raise ValueError(f"clip_high must be >= 0, got {self.clip_high!r}; use clip_high=None for no upper bound.")
+        if isinstance(self.ent_coef, str):
+            init = self.ent_coef.removeprefix("auto_") if self.ent_coef.startswith("auto_") else None
+            if self.ent_coef != "auto" and not (init is not None and _is_positive_float(init)):
+                raise ValueError(
+                    f"ent_coef must be a float, 'auto' or 'auto_<init>' with an initial value > 0 (e.g. 'auto_0.1'), "
+                    f"got {self.ent_coef!r}"
+                )
+        if self.env is not None and self.batch_size is not None:
+            window = self.n_steps * self.env.num_envs
+            if window % self.batch_size:
+                warnings.warn(
+                    f"batch_size={self.batch_size} does not divide the window (n_steps * n_envs = {self.n_steps} x "
+                    f"{self.env.num_envs} = {window}): after every {window // self.batch_size} full minibatches there "
+                    f"will be a truncated one of size {window % self.batch_size}. Choose a batch_size that divides {window}.",
+                    stacklevel=3,
+                )
+
     @staticmethod
     def _check_env(env: Any) -> None:
         """Refuse, with what to do instead, every env RPO cannot backpropagate through."""
@@ -310,6 +427,123 @@ class RPO(OnPolicyAlgorithm):
             return state_dicts, []
         return [*state_dicts, "ent_coef_optimizer"], ["log_ent_coef"]
 
+    # ------------------------------------------------------------------ saving and loading: atomic, exact resume
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: list[str] | None = None,
+        include: list[str] | None = None,
+    ) -> None:
+        """
+        SB3's ``save``, atomic and with what an exact resume needs.
+
+        A path is written beside (``.<name>.<pid>.tmp`` in the same folder), flushed to disk, then renamed over the
+        target (``os.replace``): a crash or a kill during a save leaves the previous file whole. Besides SB3's
+        contents (parameters, optimizers, observation statistics, counters), the file holds the state of torch's,
+        numpy's and Python's global generators, the last observations and the environment's own state
+        (:meth:`DiffVecEnv.get_state`, when the env provides it); :meth:`load` restores them.
+
+        :param path: Path of the file (``.zip`` is added when it has no suffix) or a file-like object
+        :param exclude: Names of parameters that should be excluded in addition to the default ones
+        :param include: Names of parameters that might be excluded but should be included anyway
+        """
+        self._resume_state = self._get_resume_state()
+        try:
+            if not isinstance(path, (str, pathlib.Path)):
+                super().save(path, exclude, include)
+                return
+            final = pathlib.Path(path)
+            if final.suffix == "":  # SB3's rule
+                final = final.with_name(f"{final.name}.zip")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            partial = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            try:
+                super().save(partial, exclude, include)
+                _fsync(partial)
+                os.replace(partial, final)
+                _fsync(final.parent, directory=True)  # the rename itself
+            finally:
+                partial.unlink(missing_ok=True)  # only left when the save failed
+        finally:
+            del self._resume_state
+
+    def _get_resume_state(self) -> dict[str, Any]:
+        """What :meth:`load` needs, besides SB3's contents, to continue training exactly as if it had never stopped."""
+        return {
+            "algorithm": type(self).__name__,
+            "torch_rng": th.get_rng_state(),
+            "cuda_rng": th.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "last_obs": self._last_obs,
+            "last_episode_starts": self._last_episode_starts,
+            "last_obs_t": None if self._last_obs_t is None else self._last_obs_t.detach().cpu(),
+            "env": self.env.get_state() if isinstance(self.env, DiffVecEnv) else None,
+        }
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfRPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfRPO:
+        """
+        SB3's ``load``, which refuses another algorithm's file (naming it) and restores what :meth:`save` kept for
+        an exact resume: the global generators' states (after SB3's reseeding, not overwritten by it) and, when
+        ``env`` is the same kind of env (class, ``n_envs``, dtype) and the file holds its state, the environment's
+        state and the last observations. Then ``learn(..., reset_num_timesteps=False)`` continues the episodes where
+        they were (``force_reset`` has nothing left to reset) and equals an uninterrupted run on the CPU.
+        The arguments are SB3's (see ``BaseAlgorithm.load``).
+        """
+        cls._check_saved_algorithm(path)
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        resume = model.__dict__.pop("_resume_state", None)
+        if resume is not None:
+            model._restore_resume_state(resume)
+        return model
+
+    def _restore_resume_state(self, resume: dict[str, Any]) -> None:
+        th.set_rng_state(resume["torch_rng"])
+        if resume["cuda_rng"] is not None and self.device.type == "cuda":
+            th.cuda.set_rng_state_all(resume["cuda_rng"])
+        np.random.set_state(resume["numpy_rng"])
+        random.setstate(resume["python_rng"])
+        if not isinstance(self.env, DiffVecEnv) or resume["env"] is None:
+            return
+        try:
+            self.env.set_state(resume["env"])
+        except (ValueError, NotImplementedError) as error:
+            warnings.warn(
+                f"{type(self).__name__}.load: the environment's saved state was not restored ({error}); "
+                "learn() starts new episodes.",
+                stacklevel=3,
+            )
+            return
+        self._last_obs, self._last_episode_starts = resume["last_obs"], resume["last_episode_starts"]
+        if resume["last_obs_t"] is not None:
+            self._last_obs_t = resume["last_obs_t"].to(self.env.device)
+
+    @classmethod
+    def _check_saved_algorithm(cls, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Raise an error naming the algorithm of the file at ``path`` if it is not ``cls``'s (other files: SB3 decides)."""
+        data = _read_saved_data(path)
+        if data is None:
+            return
+        found = (data.get("_resume_state") or {}).get("algorithm")
+        policy = _saved_policy_class(data)
+        if found is None and policy is not None and not policy.__module__.startswith("sb3_rpo"):
+            found = _sb3_algorithm_of(policy.__name__, data)
+            how = f"load it with {found}.load()" if found.isupper() else "load it with the algorithm that saved it"
+            where = f"its policy is {policy.__module__}.{policy.__name__}"
+            raise ValueError(f"{path} holds a {found} model ({where}), not a {cls.__name__} model: {how}.")
+        if found is not None and found != cls.__name__:
+            raise ValueError(f"{path} holds a {found} model, not a {cls.__name__} model: load it with {found}.load().")
+
     def _setup_learn(
         self,
         total_timesteps: int,
@@ -400,6 +634,7 @@ class RPO(OnPolicyAlgorithm):
             discount = th.where(done, th.ones_like(discount), discount * self.gamma)
             obs = next_obs
         self._last_obs_t = obs.detach()
+        env.report_nonfinite()  # what the guards counted in this window: one host sync, one warning
         stack = lambda key: th.stack([step[key] for step in steps])  # noqa: E731
         rewards, terminated = stack("rewards"), stack("terminated").to(self.device)
         dones = terminated | stack("truncated").to(self.device)
@@ -410,8 +645,19 @@ class RPO(OnPolicyAlgorithm):
 
         # 2. One backward pass: g_k = dR/da_k through dynamics, rewards, later actions and the terminal critic.
         start = time.perf_counter()
-        action_grads = th.autograd.grad(objective, [step["actions"] for step in steps])
+        if not self._gradient_path_checked:
+            self._check_gradient_path(env, objective, steps)
+        actions_in = [step["actions"] for step in steps]
+        action_grads = th.autograd.grad(objective, actions_in, allow_unused=True, materialize_grads=True)
         timings["backward"] = time.perf_counter() - start
+        if not self._gradient_path_checked:  # once: one host sync
+            self._gradient_path_checked = True
+            if not bool(th.stack(action_grads).any()):
+                warnings.warn(
+                    f"RPO: every action-gradient of the first window is exactly zero: nothing in {type(env).__name__}'s "
+                    f"rewards or observations depends on the actions. {_NO_GRADIENT_CAUSES}",
+                    stacklevel=4,
+                )
 
         with th.no_grad():
             # Critic targets of the env's rewards; those of the entropy term follow in train(), with the stepped alpha.
@@ -439,6 +685,23 @@ class RPO(OnPolicyAlgorithm):
             )
         self._timings = timings
         return buffer, steps
+
+    def _check_gradient_path(self, env: DiffVecEnv, objective: th.Tensor, steps: list[dict[str, Any]]) -> None:
+        """Say, once, when the window's rewards (warning) or everything (error) has no autograd path to the actions."""
+        name = type(env).__name__
+        rewards_path = any(step["env_rewards"].requires_grad for step in steps)
+        obs_path = any(step["info"]["final_obs"].requires_grad for step in steps)
+        if not objective.requires_grad or not (rewards_path or obs_path):
+            raise RuntimeError(
+                f"RPO backpropagates the window return to the actions, but {name} returned rewards and observations "
+                f"with no autograd graph: no gradient can reach the actions. {_NO_GRADIENT_CAUSES}"
+            )
+        if not rewards_path:
+            warnings.warn(
+                f"RPO: the rewards of {name} have no autograd path to the actions (they do not require grad): the "
+                f"actor learns only through the critic's bootstrap. {_NO_GRADIENT_CAUSES}",
+                stacklevel=4,
+            )
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int

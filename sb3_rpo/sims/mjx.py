@@ -367,6 +367,14 @@ class MJXVecEnv(DiffTaskVecEnv):
         self._fresh = None
         return super().seed(seed)
 
+    def get_state(self) -> dict[str, Any]:
+        # The batch of initial states drawn ahead is part of what comes next (an exact resume draws the same resets).
+        return {**super().get_state(), "fresh": None if self._fresh is None else self._fresh.cpu().clone()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._fresh = None if state["fresh"] is None else state["fresh"].to(self.device, self.dtype)
+
     # ----------------------------------------------------------------- brax states
     def from_brax(self, brax_state: Any) -> th.Tensor:
         """The flat state (n, state_dim) of a batched brax ``State`` (e.g. ``jax.vmap(brax_env.reset)(keys)``)."""

@@ -11,7 +11,13 @@ from rl_zoo3.utils import ALGOS
 from sb3_rpo.rpo import RPO
 from sb3_rpo.sapo import SAPO
 from sb3_rpo.shac import SHAC
-from sb3_rpo.zoo.exp_manager import DIFF_ALGOS, HYPERPARAMS_DIR, ZooExperimentManager, is_numerical_failure
+from sb3_rpo.zoo.exp_manager import (
+    DIFF_ALGOS,
+    HYPERPARAMS_DIR,
+    CheckpointAfterUpdateCallback,
+    ZooExperimentManager,
+    is_numerical_failure,
+)
 from sb3_rpo.zoo.hyperparams_opt import (
     convert_rpo_params,
     convert_sapo_params,
@@ -27,6 +33,7 @@ HYPERPARAMS_CONVERTER.update(rpo=convert_rpo_params, shac=convert_rpo_params, sa
 __all__ = [
     "DIFF_ALGOS",
     "HYPERPARAMS_DIR",
+    "CheckpointAfterUpdateCallback",
     "ZooExperimentManager",
     "convert_rpo_params",
     "convert_sapo_params",

@@ -18,7 +18,7 @@ from rl_zoo3.callbacks import TrialEvalCallback
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS, get_callback_list
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.monitor import ResultsWriter
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
@@ -74,6 +74,43 @@ class EpisodeMonitorCallback(BaseCallback):
             self.writer = None
 
 
+class CheckpointAfterUpdateCallback(CheckpointCallback):
+    """
+    SB3's ``CheckpointCallback`` for algorithms that update once per window after simulating it (RPO, SHAC).
+
+    SB3 calls ``on_step`` while the window is simulated, before its update (``train()``): a checkpoint saved there
+    holds one update less than its name says (``rl_model_10240_steps.zip`` after 20 windows held 19 updates, and
+    resuming from it lost the 20th window). This callback decides to save in ``on_step`` as SB3's does, and saves
+    when that window's update is done (at the start of the next window, or at the end of training), so that
+    ``rl_model_<n>_steps.zip`` holds the update of the window that reached ``n`` steps. The arguments are
+    ``CheckpointCallback``'s.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._save_pending = False
+
+    def _on_step(self) -> bool:
+        self._save_pending |= self.n_calls % self.save_freq == 0
+        return True
+
+    def _on_rollout_start(self) -> None:
+        self._save_now()
+
+    def _on_training_end(self) -> None:
+        self._save_now()
+
+    def _save_now(self) -> None:
+        if not self._save_pending:
+            return
+        self._save_pending = False
+        n_calls, self.n_calls = self.n_calls, 0  # SB3's save (model, replay buffer, VecNormalize) when n_calls % freq == 0
+        try:
+            super()._on_step()
+        finally:
+            self.n_calls = n_calls
+
+
 class ZooExperimentManager(ExperimentManager):
     """
     rl-zoo3's experiment manager for a differentiable environment id and ``--algo rpo``, ``shac`` or ``sapo``.
@@ -87,6 +124,8 @@ class ZooExperimentManager(ExperimentManager):
     * ``learning_rate``, ``critic_learning_rate`` and ``ent_coef_learning_rate`` take a float or ``lin_<x>``, a
       linear decay from x to 1e-5 (SHAC's and SAPO's floor; rl-zoo3's ``lin_`` ends at 0), or ``lin_<x>_<floor>``.
     * A trial samples its own ``n_envs``; a trial that fails numerically is pruned.
+    * ``--save-freq`` checkpoints are saved after the update of the window they are named after
+      (:class:`CheckpointAfterUpdateCallback`), atomically (``RPO.save``).
 
     Any other algorithm goes through rl-zoo3 unchanged (e.g. PPO on a ``Diff*`` id uses its gymnasium face);
     rpo, shac and sapo refuse an id that is not differentiable. Without ``-conf`` they read the package's
@@ -163,6 +202,13 @@ class ZooExperimentManager(ExperimentManager):
 
     def create_callbacks(self) -> None:
         super().create_callbacks()
+        if self.differentiable:  # checkpoints that hold the update of the window they are named after
+            self.callbacks = [
+                CheckpointAfterUpdateCallback(c.save_freq, c.save_path, c.name_prefix, verbose=c.verbose)
+                if type(c) is CheckpointCallback
+                else c
+                for c in self.callbacks
+            ]
         if self.differentiable and not self.optimize_hyperparameters:
             self.callbacks.append(EpisodeMonitorCallback(self.save_path, self.env_name.gym_id))
 

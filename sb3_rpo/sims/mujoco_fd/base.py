@@ -121,6 +121,8 @@ class MujocoFDVecEnv(JacobianVecEnv):
         ]
         assert self.nq == self.nv + len(self._quat_adr), "one extra qpos coordinate per quaternion"
         self._datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        warning = mujoco.mjtWarning
+        self._unstable_kinds = [int(w) for w in (warning.mjWARN_BADQPOS, warning.mjWARN_BADQVEL, warning.mjWARN_BADQACC)]
         self.n_threads = max(1, min(n_threads or len(os.sched_getaffinity(0)), num_envs))
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
         self._renderer: Any = None
@@ -165,6 +167,7 @@ class MujocoFDVecEnv(JacobianVecEnv):
             for i in envs:
                 data = self._datas[i]
                 data.qpos[:], data.qvel[:], data.ctrl[:] = state[i, :nq], state[i, nq : nq + nv], action[i]
+                unstable_before = self._instability_warnings(data)
                 a_step, b_step = np.eye(2 * nv), np.zeros((2 * nv, self.nu))
                 if derivatives and not self._whole_step_fd:
                     for _ in range(self.frame_skip):  # chain the frames' Jacobians: the action is held for frame_skip frames
@@ -174,6 +177,10 @@ class MujocoFDVecEnv(JacobianVecEnv):
                 else:
                     mujoco.mj_step(model, data, nstep=self.frame_skip)
                 next_state[i, :nq], next_state[i, nq : nq + nv] = data.qpos, data.qvel
+                if self._instability_warnings(data) != unstable_before:
+                    # MuJoCo found a NaN, inf or huge value and silently reset mjData to qpos0: a non-finite state here,
+                    # so the base class ends and resets this env instead of reading the jump as a normal step.
+                    next_state[i] = np.nan
                 if self.aux_dim:
                     mujoco.mj_forward(model, data)
                     mujoco.mj_rnePostConstraint(model, data)
@@ -194,6 +201,10 @@ class MujocoFDVecEnv(JacobianVecEnv):
         if derivatives:
             return SimStep(next_state, dx_dx=jacobians[0], dx_da=jacobians[1])
         return SimStep(next_state)
+
+    def _instability_warnings(self, data: Any) -> int:
+        """How many times MuJoCo warned about a NaN/inf/huge qpos, qvel or qacc in ``data`` (it then resets ``data``)."""
+        return sum(int(data.warning[kind].number) for kind in self._unstable_kinds)
 
     def _whole_step_jacobians(
         self, data: Any, qpos_qvel: np.ndarray, ctrl: np.ndarray, next_qpos: np.ndarray
