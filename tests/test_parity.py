@@ -176,3 +176,60 @@ def test_gymnasium_module_form_imports_the_package():
     )
     assert result.returncode == 0, result.stderr
     assert "(3,)" in result.stdout
+
+
+# ---------------------------------------------------------------------- the zoo's first hour
+@pytest.mark.parametrize(
+    "argv, added",
+    [
+        (["--algo", "rpo", "--env", "DiffPendulum-v0"], True),
+        (["--algo", "shac", "--device", "cpu"], True),
+        (["--algo", "rpo", "--num-threads", "2"], False),  # the user's choice stays
+        (["--algo", "ppo", "--env", "Pendulum-v1"], False),  # rl-zoo3's own algorithms unchanged
+    ],
+)
+def test_zoo_uses_one_thread_for_differentiable_algorithms_on_cpu(monkeypatch, argv, added):
+    pytest.importorskip("rl_zoo3")
+    from sb3_rpo.zoo import cli
+
+    monkeypatch.setattr(sys, "argv", ["sb3-rpo-zoo train", *argv])
+    cli._one_thread_on_cpu()
+    assert sys.argv[1:] == ([*argv, "--num-threads", "1"] if added else argv)
+
+
+def test_zoo_help_without_the_zoo_extra(tmp_path):
+    # Simulate a machine without rl-zoo3: a package of that name that fails as a missing module does.
+    (tmp_path / "rl_zoo3").mkdir()
+    (tmp_path / "rl_zoo3" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'rl_zoo3'\", name='rl_zoo3')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    result = subprocess.run([sys.executable, "-m", "sb3_rpo.zoo", "-h"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    assert 'pip install "sb3-rpo[zoo]"' in result.stderr and "rl_zoo3 is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_saved_figures_keep_the_axis_labels(tmp_path, monkeypatch):
+    pytest.importorskip("rl_zoo3")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from PIL import Image
+
+    from sb3_rpo.zoo.cli import _saving_figures
+
+    def plot() -> None:  # a figure whose y-axis label lies left of the canvas, as all_plots' does
+        fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+        ax.plot([0, 1], [0, 1e6])
+        ax.set_ylabel("Score")
+        fig.subplots_adjust(left=0.02)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["all_plots", "--png", "figure.png"])
+    plt.close("all")
+    _saving_figures(plot, "--png")()
+    plt.close("all")
+    width, _ = Image.open(tmp_path / "figure.png").size
+    assert width > 400  # grown to hold the label and the tick labels (the canvas alone is 400 px wide)
