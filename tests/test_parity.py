@@ -110,7 +110,7 @@ def test_callback_locals_hold_ppos_names():
             seen.append(
                 {
                     key: self.locals[key]
-                    for key in ("actions", "clipped_actions", "obs_tensor", "n_steps", "values", "log_probs")
+                    for key in ("actions", "clipped_actions", "obs_tensor", "n_steps", "values", "log_probs", "rollout_buffer")
                 }
             )
             return True
@@ -119,6 +119,7 @@ def test_callback_locals_hold_ppos_names():
     model = RPO("MlpPolicy", env, seed=0, **SMALL)
     model.learn(4 * 8, callback=Spy())
     assert [s["n_steps"] for s in seen] == list(range(8))
+    assert all(s["rollout_buffer"] is model.rollout_buffer for s in seen)
     buffer = model.rollout_buffer
     for k, s in enumerate(seen):
         assert isinstance(s["actions"], np.ndarray) and s["actions"].shape == (4, 1)

@@ -410,6 +410,7 @@ class RPO(OnPolicyAlgorithm):
         # The policy is the same during the whole window, so callbacks can see its steps after the fact:
         # one host transfer per window instead of one per step.
         buffer: DiffRolloutBuffer = self.rollout_buffer  # type: ignore[assignment]
+        rollout_buffer = buffer  # type: ignore[assignment]  # PPO's callback local: the window's buffer
         with th.no_grad():
             env_actions = self.policy.to_env_action(buffer.actions.flatten(0, 1)).unflatten(0, buffer.rewards.shape)
             # V(s_k) of the critics' mean before this iteration's fit: PPO's `values`, and train/explained_variance
