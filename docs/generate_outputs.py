@@ -7,7 +7,7 @@ Every output block of the two pages follows a ``<!-- output: NAME -->`` marker; 
 command (which the page must print verbatim, or the script stops) in one working folder, in the order
 below (later commands read the logs of earlier ones), and replaces the block with what it printed. The text
 is trimmed by fixed rules only: the working folder and the Python installation are shortened to ``.`` and
-``<site-packages>``, every verbose table but the last of a command is left out (``[...]`` marks the cut),
+``<site-packages>``, every verbose table but the last two of a command is left out (``[...]`` marks the cut),
 and SB3's notice about an installed old ``gym`` package (brought by the rewarped extra) is dropped. Times
 and fps are those of the machine and its load at that moment.
 """
@@ -60,7 +60,7 @@ grep -h "finished with value" worker1.txt worker2.txt""",
     --trial-id 1 -n 20000 --eval-freq 10000 --seed 0""",
 }
 
-TABLE_LINE = re.compile(r"^\s*(\||-{5,})")
+TABLE_EDGE = re.compile(r"^-{5,}$")
 NOISE = ("Gym has been unmaintained", "Please upgrade to Gymnasium", "See the migration guide at https://gymnasium")
 
 
@@ -69,16 +69,20 @@ def clean(text: str, workdir: Path) -> str:
         text = text.replace(folder, "<site-packages>")
     text = text.replace(str(workdir) + "/", "").replace(str(workdir), ".").replace(str(ROOT), "<repo>")
     lines = [line.rstrip() for line in text.splitlines() if not line.startswith(NOISE)]
-    # Keep the last verbose table; every earlier one becomes one "[...]".
+    # Keep the last two verbose tables (SB3's logger: a dashed line, rows, a dashed line; RPO's last two are the
+    # last iteration's rollout/ and train/ rows); the earlier ones become "[...]".
     tables: list[tuple[int, int]] = []
+    start = None
     for i, line in enumerate(lines):
-        if TABLE_LINE.match(line):
-            if tables and tables[-1][1] == i:
-                tables[-1] = (tables[-1][0], i + 1)
+        if TABLE_EDGE.match(line):
+            if start is None:
+                start = i
             else:
-                tables.append((i, i + 1))
-    for start, end in reversed(tables[:-1]):
-        lines[start:end] = [] if start > 0 and lines[start - 1] == "[...]" else ["[...]"]
+                tables.append((start, i + 1))
+                start = None
+    for start, end in reversed(tables[:-2]):
+        lines[start:end] = ["[...]"]
+    lines = [line for i, line in enumerate(lines) if not (line == "[...]" and i > 0 and lines[i - 1] == "[...]")]
     return "\n".join(lines).strip() + "\n"
 
 
@@ -88,6 +92,7 @@ def run(name: str, workdir: Path) -> str:
     argv = [sys.executable, "-c", command] if name == "inspect_study" else ["bash", "-c", command]
     result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
     output = result.stdout + result.stderr if name != "tune_workers" else result.stdout
+    (workdir / f"{name}.output.txt").write_text(output)  # untrimmed, for reference
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed ({result.returncode}):\n{output}")
     return clean(output, workdir)
