@@ -439,7 +439,8 @@ class DiffTaskVecEnv(DiffVecEnv):
         # zero gradient of the discarded next state into NaN (0 * nan) and spoil the whole batch.
         for x in (state, step_actions):
             if x.requires_grad:
-                x.register_hook(lambda grad: None if grad is None else grad.masked_fill(nonfinite.unsqueeze(-1), 0.0))
+                mask = nonfinite.reshape(-1, *[1] * (x.dim() - 1))  # actions of any Box shape (n, *shape)
+                x.register_hook(lambda grad, mask=mask: None if grad is None else grad.masked_fill(mask, 0.0))
         safe_next = th.where(nonfinite.unsqueeze(-1), state.detach(), next_state)
         rewards = th.where(nonfinite, th.zeros_like(rewards), rewards)
 

@@ -13,6 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -198,6 +199,8 @@ class RPOPolicy(BasePolicy):
 
     The Gaussian sample ``a`` is unbounded; ``to_env_action`` squashes it into the Box inside the
     graph (tanh, then affine to the bounds), so the gradient reaches ``a`` from the simulator.
+    A Box of any shape works: the Gaussian is over the flattened action, reshaped to the Box's shape
+    for the environment (``to_env_action``) and in ``predict()``.
 
     :param observation_space: Observation space (a flat Box)
     :param action_space: Action space (a Box with finite bounds)
@@ -274,8 +277,8 @@ class RPOPolicy(BasePolicy):
             self.critic.orthogonal_init_(gains["hidden"], gains["critic_output"])
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
-        self.register_buffer("action_low", th.as_tensor(action_space.low, dtype=th.float32))
-        self.register_buffer("action_high", th.as_tensor(action_space.high, dtype=th.float32))
+        self.register_buffer("action_low", th.as_tensor(action_space.low.reshape(-1), dtype=th.float32))
+        self.register_buffer("action_high", th.as_tensor(action_space.high.reshape(-1), dtype=th.float32))
         # log|d env_action / d tanh(a)| summed over dimensions: the affine map's part of the entropy
         log_scale = np.log((action_space.high.astype(np.float64) - action_space.low) / 2).sum()
         self.register_buffer("action_log_scale", th.tensor(log_scale, dtype=th.float64))  # 0-dim: does not promote
@@ -286,6 +289,7 @@ class RPOPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
+        data.pop("normalize_images")  # flat observations only: not an argument of this policy
         data.update(
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
@@ -303,6 +307,14 @@ class RPOPolicy(BasePolicy):
         )
         return data
 
+    @classmethod
+    def load(cls, path: str, device: th.device | str = "auto") -> RPOPolicy:  # type: ignore[override]
+        """Load a policy saved with ``policy.save(path)``, in the floating point type it was saved in."""
+        saved = th.load(path, map_location=get_device(device), weights_only=False)
+        policy = cls(**saved["data"]).to(dtype=saved["state_dict"]["action_low"].dtype)
+        policy.load_state_dict(saved["state_dict"])
+        return policy.to(get_device(device))
+
     @property
     def dtype(self) -> th.dtype:
         return self.action_low.dtype
@@ -311,8 +323,9 @@ class RPOPolicy(BasePolicy):
         return self.obs_normalizer(obs.reshape(obs.shape[0], -1).to(device=self.action_low.device, dtype=self.dtype))
 
     def to_env_action(self, actions: th.Tensor) -> th.Tensor:
-        """Squash pre-squash Gaussian actions into the Box bounds, differentiably."""
-        return self.action_low + 0.5 * (th.tanh(actions) + 1.0) * (self.action_high - self.action_low)
+        """Squash pre-squash Gaussian actions (batch, action_dim) into the Box, differentiably: (batch, *Box shape)."""
+        env_actions = self.action_low + 0.5 * (th.tanh(actions) + 1.0) * (self.action_high - self.action_low)
+        return env_actions.reshape(-1, *self.action_space.shape)  # type: ignore[misc]
 
     def entropy_estimate(self, mean: th.Tensor, std: th.Tensor, noise: th.Tensor) -> th.Tensor:
         """One-sample estimate of the entropy of the env's action distribution (:func:`squashed_entropy_estimate`)."""
@@ -324,6 +337,19 @@ class RPOPolicy(BasePolicy):
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        actions, state = super().predict(observation, state, episode_start, deterministic)
+        # SB3 returns the action space's dtype; a float64 policy (float64 env) would otherwise give float64
+        # actions, and rounding at the bounds could leave the Box.
+        low, high = self.action_space.low, self.action_space.high  # type: ignore[attr-defined]
+        return np.clip(actions.astype(self.action_space.dtype, copy=False), low, high), state
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:  # type: ignore[override]
         # In [-1, 1]: BasePolicy.predict() maps it to the Box bounds because squash_output=True.

@@ -285,6 +285,7 @@ class RPO(OnPolicyAlgorithm):
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
         self._last_obs_t: th.Tensor | None = None
+        self._rollout_values: th.Tensor | None = None  # critics' values of the window, for explained_variance
         self._gradient_path_checked = False
         self._validate_arguments()
         if _init_setup_model:
@@ -375,6 +376,22 @@ class RPO(OnPolicyAlgorithm):
         self._check_env(env)
         super().set_env(env, force_reset=force_reset)
         self._last_obs_t = None
+        self._adapt_to_env_dtype(env)  # type: ignore[arg-type]
+
+    def _adapt_to_env_dtype(self, env: DiffVecEnv) -> None:
+        """Run the policy, its optimizers' state and the temperature in ``env.dtype``, as ``load(..., env=env)`` does."""
+        if self.policy.dtype == env.dtype:
+            return
+        self.policy.to(dtype=env.dtype)  # in place: the optimizers keep their parameters
+        optimizers = [self.policy.actor.optimizer, self.policy.critic.optimizer]
+        if self.log_ent_coef is not None and self.ent_coef_optimizer is not None:
+            self.log_ent_coef.data = self.log_ent_coef.data.to(env.dtype)
+            optimizers.append(self.ent_coef_optimizer)
+        for optimizer in optimizers:
+            for state in optimizer.state.values():
+                for key, value in state.items():
+                    if key != "step" and th.is_tensor(value) and value.is_floating_point():
+                        state[key] = value.to(env.dtype)
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
@@ -419,7 +436,14 @@ class RPO(OnPolicyAlgorithm):
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.ent_coef_lr_schedule(1), betas=(0.7, 0.95))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_obs_t", "_timings", "log_ent_coef", "ent_coef_optimizer"]
+        return [
+            *super()._excluded_save_params(),
+            "_last_obs_t",
+            "_rollout_values",
+            "_timings",
+            "log_ent_coef",
+            "ent_coef_optimizer",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer"]
@@ -714,11 +738,29 @@ class RPO(OnPolicyAlgorithm):
 
         # The policy is the same during the whole window, so callbacks can see its steps after the fact:
         # one host transfer per window instead of one per step.
+        buffer: DiffRolloutBuffer = self.rollout_buffer  # type: ignore[assignment]
+        rollout_buffer = buffer  # type: ignore[assignment]  # PPO's callback local: the window's buffer
+        with th.no_grad():
+            env_actions = self.policy.to_env_action(buffer.actions.flatten(0, 1)).unflatten(0, buffer.rewards.shape)
+            # V(s_k) of the critics' mean before this iteration's fit: PPO's `values`, and train/explained_variance
+            self._rollout_values = (
+                self.policy.values(buffer.observations.flatten(0, 1)).mean(0).unflatten(0, buffer.rewards.shape)
+            )
         all_obs = th.stack([step["next_obs"] for step in steps]).detach().cpu().numpy().astype(np.float32)
         all_rewards = th.stack([step["env_rewards"] for step in steps]).detach().cpu().numpy()
-        all_dones = self.rollout_buffer.dones.cpu().numpy()  # type: ignore[attr-defined]
+        all_dones = buffer.dones.cpu().numpy()
+        all_actions = buffer.actions.cpu().numpy()
+        all_clipped_actions = env_actions.cpu().numpy().astype(env.action_space.dtype)
         for k, step in enumerate(steps):
             new_obs, rewards, dones = all_obs[k], all_rewards[k], all_dones[k]
+            # The names of PPO's locals: `actions` is the pre-squash Gaussian sample, `clipped_actions` the env's action.
+            n_steps, obs_tensor, actions, clipped_actions = (
+                k,
+                buffer.raw_observations[k],
+                all_actions[k],
+                all_clipped_actions[k],
+            )
+            values, log_probs = self._rollout_values[k].unsqueeze(-1), buffer.old_log_prob[k]
             infos = env.sb3_infos(step["info"], step["terminated"], step["truncated"]) if dones.any() else [{}] * env.num_envs
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
@@ -848,6 +890,8 @@ class RPO(OnPolicyAlgorithm):
         # 5. Observation statistics: updated only now, so the next window sees a new fixed affine map.
         policy.obs_normalizer.update(buffer.raw_observations)
 
+        logs.update(self._policy_and_critic_diagnostics(buffer))
+
         self._n_updates += 1
         for key, values in logs.items():
             self.logger.record(f"train/{key}", th.stack(values).double().mean().item())
@@ -859,6 +903,18 @@ class RPO(OnPolicyAlgorithm):
         for key, seconds in {**self._timings, "policy_epochs": epochs_time, "critic": critic_time}.items():
             self.logger.record(f"time/{key}_s", seconds)
 
+    @th.no_grad()
+    def _policy_and_critic_diagnostics(self, buffer: DiffRolloutBuffer) -> dict[str, list[th.Tensor]]:
+        """PPO's ``train/std`` (after the update) and ``train/explained_variance`` (critics before the fit, on the targets)."""
+        _, std = self.policy.actor(buffer.observations.flatten(0, 1))
+        diagnostics = {"std": [std.mean()]}
+        if self._rollout_values is not None:  # set by collect_rollouts for this window
+            targets = buffer.returns.flatten()
+            residual_var, target_var = (targets - self._rollout_values.flatten()).var(), targets.var()
+            diagnostics["explained_variance"] = [th.where(target_var > 0, 1 - residual_var / target_var, th.nan)]
+            self._rollout_values = None
+        return diagnostics
+
     def learn(
         self: SelfRPO,
         total_timesteps: int,
@@ -868,4 +924,8 @@ class RPO(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfRPO:
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+        super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+        # SB3 dumps before train(): write the last iteration's train/ and time/ values too.
+        if log_interval is not None and self.logger.name_to_value:
+            self.logger.dump(step=self.num_timesteps)
+        return self

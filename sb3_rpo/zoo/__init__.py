@@ -5,8 +5,15 @@ rl-zoo3 has no plugin mechanism: importing this module adds ``rpo``, ``shac`` an
 next to the built-in algorithms. See ``docs/zoo.md`` and ``docs/tuning.md``.
 """
 
-from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
-from rl_zoo3.utils import ALGOS
+try:
+    import optuna  # noqa: F401
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+    from rl_zoo3.utils import ALGOS
+except ModuleNotFoundError as error:
+    # name=__name__: `python -m sb3_rpo.zoo` then prints this one line instead of a traceback
+    raise ModuleNotFoundError(
+        f'sb3_rpo.zoo needs the zoo extra ({error.name} is missing): pip install "sb3-rpo[zoo]"', name=__name__
+    ) from error
 
 from sb3_rpo.rpo import RPO
 from sb3_rpo.sapo import SAPO

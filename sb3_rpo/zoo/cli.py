@@ -11,15 +11,32 @@ from collections.abc import Callable
 from typing import Any
 
 from rl_zoo3.utils import get_saved_hyperparams
+from stable_baselines3.common.utils import get_device
 
 from sb3_rpo.zoo import DIFF_ALGOS, ZooExperimentManager
 
 PROG = "sb3-rpo-zoo"
 
 
+def _one_thread_on_cpu() -> None:
+    """
+    Add ``--num-threads 1`` to a command of a differentiable algorithm on CPU that does not set it: their
+    networks are small, and torch's default thread count made the docs' commands up to 10x slower.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--algo", default="ppo")
+    parser.add_argument("--num-threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_known_args(sys.argv[1:])[0]
+    if args.algo in DIFF_ALGOS and args.num_threads is None and get_device(args.device).type == "cpu":
+        sys.argv += ["--num-threads", "1"]
+
+
 def train() -> None:
     """rl-zoo3's ``train`` (every flag), with :class:`ZooExperimentManager` building the experiment."""
     import rl_zoo3.train
+
+    _one_thread_on_cpu()
 
     rl_zoo3.train.ExperimentManager = ZooExperimentManager  # type: ignore[misc]  # train() reads this module global
     rl_zoo3.train.train()
@@ -38,6 +55,7 @@ def enjoy() -> None:
     """rl-zoo3's ``enjoy``: load a model and run episodes on the environment's numpy (gymnasium) face."""
     import rl_zoo3.enjoy
 
+    _one_thread_on_cpu()
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--algo", default="ppo")
     if parser.parse_known_args(sys.argv[1:])[0].algo in DIFF_ALGOS:
@@ -67,7 +85,7 @@ def _saving_figures(run: Callable[[], None], option: str) -> Callable[[], None]:
             for number in figures:  # one figure per environment for all_plots
                 root, ext = os.path.splitext(args.png)
                 path = args.png if len(figures) == 1 else f"{root}_{number}{ext or '.png'}"
-                plt.figure(number).savefig(path)
+                plt.figure(number).savefig(path, bbox_inches="tight")  # the axis labels may lie outside the figure
                 print(f"Saved {path}")
 
     return wrapped
@@ -93,6 +111,7 @@ COMMANDS = {
 USAGE = f"""usage: {PROG} {{{",".join(COMMANDS)}}} [rl-zoo3 arguments]
 
 rl-zoo3's scripts with the algorithms 'rpo', 'shac' and 'sapo' added; '{PROG} <command> -h' lists the arguments.
+On CPU, train and enjoy of {", ".join(DIFF_ALGOS)} use one torch thread unless --num-threads says otherwise.
 plot is plot_train with '-o FILE' to save the figure; all_plots takes '--png FILE' to save its figures."""
 
 
