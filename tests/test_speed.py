@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from extras import require_extra
 from stable_baselines3.common.utils import polyak_update
 from torch import nn
 
@@ -148,3 +149,33 @@ def test_fused_critic_update_equals_the_loop():
     for net, reference in zip(independent_mlps(target, 3, [16, 16], True), reference_target, strict=True):
         for p, q in zip(net.parameters(), reference.parameters(), strict=True):
             np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("integrator", ["euler", "official"])
+def test_mujoco_skips_the_state_jacobian_of_a_windows_first_step(integrator):
+    """The first step's dx'/dx (its state is detached) is not computed, and the action-gradients do not change."""
+    require_extra("mujoco", "mujoco")
+    results = []
+    for state_requires_grad in (False, True):
+        env = make_diff_vec_env("MujocoFDAnt-v5", n_envs=2, seed=0, dtype=th.float64, n_threads=1, integrator=integrator)
+        env.diff_reset()
+        if state_requires_grad:  # what every step computed before: the whole Jacobian
+            env.state = env.state.clone().requires_grad_(True)
+        skipped, sim_step = [], env.sim_step
+
+        def spy(state, action, sim_step=sim_step, env=env, skipped=skipped):
+            skipped.append(env.skip_state_derivatives)
+            return sim_step(state, action)
+
+        env.sim_step = spy
+        actions = [th.full((2, 8), 0.1 * (k + 1), dtype=th.float64, requires_grad=True) for k in range(3)]
+        total = 0.0
+        for a in actions:
+            obs, rewards, *_ = env.diff_step(a)
+            total = total + rewards.sum() + obs.sum()
+        results.append(th.autograd.grad(total, actions))
+        assert skipped == [not state_requires_grad, False, False]
+        env.close()
+    for skipping, full in zip(*results, strict=True):
+        assert th.count_nonzero(full) > 0
+        th.testing.assert_close(skipping, full, rtol=1e-12, atol=1e-14)
