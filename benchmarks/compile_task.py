@@ -5,11 +5,11 @@
 
 For each task, the functions a :class:`~sb3_rpo.DiffTaskVecEnv` calls every step (``dynamics``, ``reward``,
 ``observation``, ``terminated``) are replaced on one instance by their ``torch.compile`` (``dynamic=False``, default
-mode), the env's bookkeeping staying eager. Timed in one process, alternating: benchmarks/env_throughput.py's
-forward+backward window on the eager env and on the compiled one (same seed, same actions), median over the rounds
-after a warm-up window (which compiles). Exactness: in float64, the gradient of the window's summed rewards and last
-observations with respect to every action, eager against compiled (max relative difference). Results:
-benchmarks/results/compile_task.json.
+mode; :func:`sb3_rpo.common.compile.compile_task`), the env's bookkeeping staying eager. Timed in one process,
+alternating: benchmarks/env_throughput.py's forward+backward window on the eager env and on the compiled one (same
+seed, same actions), median over the rounds after a warm-up window (which compiles). Exactness: in float64, the
+gradient of the window's summed rewards and last observations with respect to every action, eager against compiled
+(max relative difference). Results: benchmarks/results/compile_task.json.
 """
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ import torch as th
 from env_throughput import action_map
 
 from sb3_rpo import make_diff_vec_env
+from sb3_rpo.common.compile import compile_task
 from sb3_rpo.envs import EMBEDDED_ENV_IDS
-
-TASK_FUNCTIONS = ("dynamics", "reward", "observation", "terminated")
 
 
 def make(env_id: str, n_envs: int, dtype: th.dtype, compiled: bool):
     env = make_diff_vec_env(env_id, n_envs=n_envs, seed=0, dtype=dtype)
     if compiled:
-        for name in TASK_FUNCTIONS:
-            setattr(env, name, th.compile(getattr(env, name), dynamic=False))
+        compile_task(env)
     env.diff_reset()
     return env
 

@@ -8,6 +8,7 @@ central differences themselves stop converging (the two steps eps disagree), and
 
     python benchmarks/mujoco_fd_gradients.py --out benchmarks/results/mujoco_fd_gradients.json
     python benchmarks/mujoco_fd_gradients.py --forward-differences --out benchmarks/results/mujoco_fd_gradients_forward.json
+    python benchmarks/mujoco_fd_gradients.py --table benchmarks/results/mujoco_fd_gradients{,_forward}.json
 
 ``--forward-differences`` checks the adapter built with ``fd_centered=False`` (MuJoCo's one-sided differences, half
 the cost of the Jacobians) against the same central differences of the whole window.
@@ -41,6 +42,25 @@ def measure(env_id: str, window: int, n_envs: int, seed: int, fd_centered: bool 
     }
 
 
+def comparison_table(centered_path: str, forward_path: str) -> str:
+    """Markdown: the relative error of the centered and of the forward-difference adapter, task by task and window."""
+    with open(centered_path) as file:
+        centered = {(row["env_id"], row["window"]): row for row in json.load(file)}
+    with open(forward_path) as file:
+        forward = json.load(file)
+    lines = [
+        "| task | window | rel. error, centered | rel. error, forward differences | FD 1e-5 vs 1e-7 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in forward:
+        base = centered[(row["env_id"], row["window"])]
+        lines.append(
+            f"| {row['env_id']} | {row['window']} | {base['rel_error']:.1e} | {row['rel_error']:.1e} "
+            f"| {row['fd_self_disagreement']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 4, 8, 16, 32])
@@ -48,7 +68,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--forward-differences", action="store_true", help="the adapter with fd_centered=False")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--table", nargs=2, metavar=("CENTERED_JSON", "FORWARD_JSON"), help="only print the comparison")
     args = parser.parse_args()
+    if args.table:
+        print(comparison_table(*args.table))
+        return
     th.set_num_threads(1)
     rows = []
     print(f"{'task':36s} {'T':>3s} {'rel. error':>10s} {'FD 1e-5 vs 1e-7':>16s} {'|grad|':>10s}")

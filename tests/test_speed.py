@@ -179,3 +179,25 @@ def test_mujoco_skips_the_state_jacobian_of_a_windows_first_step(integrator):
     for skipping, full in zip(*results, strict=True):
         assert th.count_nonzero(full) > 0
         th.testing.assert_close(skipping, full, rtol=1e-12, atol=1e-14)
+
+
+def test_compile_task_replaces_the_step_functions_and_keeps_the_gradients():
+    """The opt-in compile helper (here with dynamo's eager backend: the wiring, not inductor's code, which
+    benchmarks/compile_task.py checks) gives the eager env's window and gradients."""
+    from sb3_rpo.common.compile import STEP_FUNCTIONS, compile_task
+
+    grads = []
+    for compiled in (False, True):
+        env = make_diff_vec_env("DiffPendulum-v0", n_envs=3, seed=0, dtype=th.float64)
+        if compiled:
+            assert compile_task(env, backend="eager") is env
+            assert all(name in vars(env) for name in STEP_FUNCTIONS)
+        env.diff_reset()
+        actions = [th.full((3, 1), 0.2 * (k - 1), dtype=th.float64, requires_grad=True) for k in range(3)]
+        total = sum(env.diff_step(a)[1].sum() for a in actions)
+        grads.append(th.autograd.grad(total, actions))
+    for eager, compiled in zip(*grads, strict=True):
+        assert th.count_nonzero(eager) > 0
+        th.testing.assert_close(compiled, eager, rtol=1e-13, atol=0)
+    with pytest.raises(TypeError, match="needs a DiffTaskVecEnv"):
+        compile_task(object())
