@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch as th
+from docs_tables import write_between
 from env_throughput import action_map
 
 from sb3_rpo import make_diff_vec_env
@@ -95,24 +97,31 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=16)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/performance.md")
+    parser.add_argument("--report-only", action="store_true", help="the table from the saved JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "compile_task.json")
     args = parser.parse_args()
     th.set_num_threads(1)
-    print(f"torch {th.__version__}, 1 thread, {args.n_envs} envs, window {args.window}, median of {args.rounds}\n")
-    print("| task | eager fwd+bwd (ms) | compiled (ms) | speedup | max rel. gradient difference (float64) | compile (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    results = {}
-    for env_id in args.env_ids:
-        r = results[env_id] = measure(env_id, args.n_envs, args.window, args.rounds)
-        print(
+    if not args.report_only:
+        results = {env_id: measure(env_id, args.n_envs, args.window, args.rounds) for env_id in args.env_ids}
+        command = "python benchmarks/compile_task.py " + " ".join(sys.argv[1:])
+        args.out.write_text(json.dumps(dict(command=command.strip(), torch=th.__version__, results=results), indent=1))
+    saved = json.loads(args.out.read_text())
+    lines = [
+        f"`{saved['command']}` (torch {saved['torch']}):",
+        "",
+        "| task | eager fwd+bwd (ms) | compiled (ms) | speedup | max rel. gradient difference (float64) | first compile (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for env_id, r in saved["results"].items():
+        lines.append(
             f"| {env_id} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['speedup']:.2f} "
-            f"| {r['max_rel_gradient_difference_float64']:.1e} | {r['first_compile_s']:.0f} |",
-            flush=True,
+            f"| {r['max_rel_gradient_difference_float64']:.1e} | {r['first_compile_s']:.0f} |"
         )
-    command = "python benchmarks/compile_task.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
-    )
-    args.out.write_text(json.dumps(dict(command=command, torch=th.__version__, results=results), indent=1))
+    table = "\n".join(lines)
+    print(table)
+    if args.docs:
+        write_between("performance.md", "compile table", table)
 
 
 if __name__ == "__main__":

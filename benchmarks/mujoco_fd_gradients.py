@@ -8,7 +8,7 @@ central differences themselves stop converging (the two steps eps disagree), and
 
     python benchmarks/mujoco_fd_gradients.py --out benchmarks/results/mujoco_fd_gradients.json
     python benchmarks/mujoco_fd_gradients.py --forward-differences --out benchmarks/results/mujoco_fd_gradients_forward.json
-    python benchmarks/mujoco_fd_gradients.py --table benchmarks/results/mujoco_fd_gradients{,_forward}.json
+    python benchmarks/mujoco_fd_gradients.py --table benchmarks/results/mujoco_fd_gradients{,_forward}.json --docs
 
 ``--forward-differences`` checks the adapter built with ``fd_centered=False`` (MuJoCo's one-sided differences, half
 the cost of the Jacobians) against the same central differences of the whole window.
@@ -18,6 +18,7 @@ import argparse
 import json
 
 import torch as th
+from docs_tables import write_between
 
 from sb3_rpo import make_diff_vec_env
 from sb3_rpo.common.gradcheck import check_window_gradient
@@ -69,9 +70,13 @@ def main() -> None:
     parser.add_argument("--forward-differences", action="store_true", help="the adapter with fd_centered=False")
     parser.add_argument("--out", default=None)
     parser.add_argument("--table", nargs=2, metavar=("CENTERED_JSON", "FORWARD_JSON"), help="only print the comparison")
+    parser.add_argument("--docs", action="store_true", help="with --table: write it into docs/performance.md")
     args = parser.parse_args()
     if args.table:
-        print(comparison_table(*args.table))
+        table = comparison_table(*args.table)
+        print(table)
+        if args.docs:
+            write_between("performance.md", "fd accuracy table", table)
         return
     th.set_num_threads(1)
     rows = []
