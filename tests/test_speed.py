@@ -201,3 +201,18 @@ def test_compile_task_replaces_the_step_functions_and_keeps_the_gradients():
         th.testing.assert_close(compiled, eager, rtol=1e-13, atol=0)
     with pytest.raises(TypeError, match="needs a DiffTaskVecEnv"):
         compile_task(object())
+
+
+def test_critic_batches_cover_every_pass_and_sample():
+    """Each of the passes is a permutation of the window, in minibatches of the old sizes; no pass, no batch."""
+    model = RPO("MlpPolicy", "DiffPendulum-v0", n_envs=2, n_steps=5, seed=0, device="cpu", policy_kwargs=dict(net_arch=[8]))
+    model._setup_learn(100)
+    buffer, _ = model.rollout_window(model.env)
+    buffer.returns = th.arange(10, dtype=buffer.returns.dtype).reshape(5, 2)  # each sample's index, to follow it
+    batches = list(buffer.critic_batches(n_batches=3, n_passes=2))
+    assert [len(batch.returns) for batch in batches] == [4, 4, 2] * 2
+    for p in range(2):
+        seen = th.cat([batch.returns for batch in batches[3 * p : 3 * p + 3]])
+        assert sorted(seen.long().tolist()) == list(range(10))
+    assert list(buffer.critic_batches(n_batches=3, n_passes=0)) == []
+    assert len(list(buffer.critic_batches(n_batches=1, n_passes=4))) == 4

@@ -81,7 +81,9 @@ class DiffRolloutBuffer:
             for _ in range(n_passes):
                 yield CriticSamples(observations, returns)
             return
-        indices = th.stack([th.randperm(self.size, device=self.rewards.device) for _ in range(n_passes)]).flatten()
+        if n_passes < 1:
+            return
+        indices = th.cat([th.randperm(self.size, device=self.rewards.device) for _ in range(n_passes)])
         observations, returns = observations[indices], returns[indices]
         for start in range(0, n_passes * self.size, self.size):
             for offset in range(0, self.size, batch_size):
