@@ -103,7 +103,13 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     if not args.report_only:
-        results = {env_id: measure(env_id, args.n_envs, args.window, args.rounds) for env_id in args.env_ids}
+        results = {}
+        for env_id in args.env_ids:
+            try:
+                results[env_id] = measure(env_id, args.n_envs, args.window, args.rounds)
+            except Exception as error:  # a task that torch.compile cannot trace: recorded, not fatal
+                results[env_id] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+            print(env_id, results[env_id], flush=True)
         command = "python benchmarks/compile_task.py " + " ".join(sys.argv[1:])
         args.out.write_text(json.dumps(dict(command=command.strip(), torch=th.__version__, results=results), indent=1))
     saved = json.loads(args.out.read_text())
@@ -114,6 +120,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for env_id, r in saved["results"].items():
+        if "error" in r:
+            lines.append(f"| {env_id} | | | fails to compile: `{r['error'][:160]}` | | |")
+            continue
         lines.append(
             f"| {env_id} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['speedup']:.2f} "
             f"| {r['max_rel_gradient_difference_float64']:.1e} | {r['first_compile_s']:.0f} |"

@@ -18,10 +18,11 @@ def compile_task(env: DiffTaskVecEnv, **compile_kwargs: Any) -> DiffTaskVecEnv:
     ``observation``, ``terminated``) by their ``torch.compile``; the env's bookkeeping (resets, non-finite guards,
     episode statistics) stays eager.
 
-    Opt-in: it pays off on tasks whose step is many small elementwise operations, and costs tens of seconds of
-    compilation on first use (and a C++ compiler). ``benchmarks/compile_task.py`` measured a gradient window of 16 envs
-    x 32 steps on one CPU thread at 2.6x for DiffAcrobot-v0 (RK4) and 1.7x for DiffReacher-v0, with float64 gradients
-    equal to the eager ones to 2e-15, but 0.8-1.0x for DiffPendulum-v0 and DiffCartPoleSwingUp-v0 (docs/performance.md).
+    Opt-in: it pays off on tasks whose step is many small elementwise operations, and costs seconds (warm cache) to
+    a minute (cold) of compilation on first use, and a C++ compiler. ``benchmarks/compile_task.py`` measured a gradient
+    window of 16 envs x 32 steps on one CPU thread at 2.3x for DiffAcrobot-v0 (RK4) and 1.5x for DiffReacher-v0, with
+    float64 gradients equal to the eager ones to 2e-15, but 0.7-1.0x for DiffPendulum-v0 and DiffCartPoleSwingUp-v0;
+    DiffQuadrotor-v0 does not compile (docs/performance.md).
     A :class:`JacobianVecEnv`'s ``dynamics`` runs in its simulator and is left as it is.
 
     :param env: The environment (its class's functions are untouched: other instances stay eager)
