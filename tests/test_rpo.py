@@ -153,7 +153,7 @@ def test_minibatches_and_state_dependent_std():
 def test_single_critic():
     model = RPO("MlpPolicy", "DiffPendulum-v0", seed=0, **{**SMALL, "policy_kwargs": dict(net_arch=[16], n_critics=1)})
     model.learn(4 * 8 * 2)
-    assert len(model.policy.critic.q_networks) == len(model.policy.critic_target.q_networks) == 1
+    assert model.policy.critic.n_critics == model.policy.critic_target.n_critics == 1
     assert model.policy.values(th.zeros(3, 3)).shape == (1, 3)
 
 

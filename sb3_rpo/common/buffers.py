@@ -74,8 +74,24 @@ class DiffRolloutBuffer:
         for batch in self._minibatches(PolicySamples._fields, batch_size):
             yield PolicySamples(*batch)
 
-    def critic_batches(self, n_batches: int) -> Generator[CriticSamples, None, None]:
-        """One pass over the window in ``n_batches`` shuffled minibatches of (observation, TD target)."""
+    def critic_batches(self, n_batches: int, n_passes: int = 1) -> Generator[CriticSamples, None, None]:
+        """
+        ``n_passes`` passes over the window, each in ``n_batches`` shuffled minibatches of (observation, TD target).
+
+        The passes' permutations are drawn up front (the same random stream as one ``randperm`` per pass) and the
+        samples gathered once, so each minibatch is a slice.
+        """
+        observations, returns = self._flat("observations"), self._flat("returns")
         batch_size = -(-self.size // n_batches)
-        for batch in self._minibatches(CriticSamples._fields, batch_size if n_batches > 1 else None):
-            yield CriticSamples(*batch)
+        if n_batches <= 1 or batch_size >= self.size:
+            for _ in range(n_passes):
+                yield CriticSamples(observations, returns)
+            return
+        if n_passes < 1:
+            return
+        indices = th.cat([th.randperm(self.size, device=self.rewards.device) for _ in range(n_passes)])
+        observations, returns = observations[indices], returns[indices]
+        for start in range(0, n_passes * self.size, self.size):
+            for offset in range(0, self.size, batch_size):
+                batch = slice(start + offset, start + min(offset + batch_size, self.size))
+                yield CriticSamples(observations[batch], returns[batch])

@@ -22,7 +22,8 @@ class SimStep:
     One batched step of an external simulator, with what is needed to differentiate it.
 
     Give either the dense Jacobians (``dx_dx`` and ``dx_da``) or a vector-Jacobian product ``vjp``.
-    Both may be left out when :attr:`JacobianVecEnv.needs_derivatives` is ``False``.
+    Both may be left out when :attr:`JacobianVecEnv.needs_derivatives` is ``False``, and ``dx_dx`` when
+    :attr:`JacobianVecEnv.skip_state_derivatives` is ``True``.
 
     :param next_state: Next states (n, state_dim)
     :param dx_dx: Jacobians d next_state / d state (n, state_dim, state_dim)
@@ -106,6 +107,9 @@ class JacobianVecEnv(DiffTaskVecEnv):
     needs_derivatives: bool = False
     """``True`` while ``sim_step`` runs for a step that will be differentiated. When ``False`` (the numpy
     face, ``torch.no_grad()``, inputs that do not require grad), ``sim_step`` may skip the derivatives."""
+    skip_state_derivatives: bool = False
+    """``True`` while ``sim_step`` runs for a differentiated step whose state is not differentiated (the first step
+    of a window: its state is detached): ``sim_step`` may then leave ``dx_dx`` out (``None``)."""
 
     @abstractmethod
     def sim_step(self, state: np.ndarray, action: np.ndarray) -> SimStep:
@@ -122,21 +126,27 @@ class JacobianVecEnv(DiffTaskVecEnv):
             return _SimStepFunction.apply(state, action, self)
         return self._run_sim(state, action, needs_derivatives=False)[0]
 
-    def _run_sim(self, state: th.Tensor, action: th.Tensor, needs_derivatives: bool) -> tuple[th.Tensor, SimStep]:
+    def _run_sim(
+        self, state: th.Tensor, action: th.Tensor, needs_derivatives: bool, skip_state_derivatives: bool = False
+    ) -> tuple[th.Tensor, SimStep]:
         """Call ``sim_step`` on numpy copies of ``state`` and ``action``; check its output; return the next state tensor."""
-        self.needs_derivatives = needs_derivatives
+        self.needs_derivatives, self.skip_state_derivatives = needs_derivatives, skip_state_derivatives
         try:
             step = self.sim_step(self._to_numpy(state), self._to_numpy(action))
         finally:
-            self.needs_derivatives = False
+            self.needs_derivatives = self.skip_state_derivatives = False
         n, state_dim, act_dim = state.shape[0], state.shape[1], action.shape[1]
         name = f"{type(self).__name__}.sim_step"
         _check_shape(f"{name}: next_state", step.next_state, (n, state_dim))
         if needs_derivatives:
-            if step.has_jacobians == (step.vjp is not None):
+            dense = step.dx_da is not None or step.dx_dx is not None
+            if dense == (step.vjp is not None):
                 raise ValueError(f"{name} must return either dense Jacobians (dx_dx and dx_da) or a vjp, not both or neither.")
-            if step.has_jacobians:
-                _check_shape(f"{name}: dx_dx", step.dx_dx, (n, state_dim, state_dim))
+            if dense:
+                if step.dx_da is None or (step.dx_dx is None and not skip_state_derivatives):
+                    raise ValueError(f"{name} must return dx_da, and dx_dx unless skip_state_derivatives is True.")
+                if step.dx_dx is not None:
+                    _check_shape(f"{name}: dx_dx", step.dx_dx, (n, state_dim, state_dim))
                 _check_shape(f"{name}: dx_da", step.dx_da, (n, state_dim, act_dim))
         return _to_torch(step.next_state, state), step
 
@@ -160,9 +170,12 @@ class _SimStepFunction(th.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, state: th.Tensor, action: th.Tensor, env: JacobianVecEnv) -> th.Tensor:  # type: ignore[override]
-        next_state, step = env._run_sim(state, action, needs_derivatives=True)
-        if step.has_jacobians:
-            ctx.jacobians = (_to_torch(step.dx_dx, state), _to_torch(step.dx_da, state))
+        next_state, step = env._run_sim(
+            state, action, needs_derivatives=True, skip_state_derivatives=not ctx.needs_input_grad[0]
+        )
+        if step.dx_da is not None:
+            dx_dx = _to_torch(step.dx_dx, state) if ctx.needs_input_grad[0] else None
+            ctx.jacobians = (dx_dx, _to_torch(step.dx_da, state))
         else:
             ctx.jacobians = None
         ctx.vjp, ctx.to_numpy, ctx.act_dim = step.vjp, env._to_numpy, action.shape[1]

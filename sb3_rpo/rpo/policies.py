@@ -4,6 +4,7 @@ observation normalizer, all of them inside the differentiable graph."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
+from torch.nn import functional as F
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 # The log-std is bounded by a soft clamp c + s * tanh((z - c) / s) of a free value z: slope 1 at the centre c, inside
@@ -153,14 +155,73 @@ class GaussianActor(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """``n_critics`` independent state-value networks; ``forward`` returns (n_critics, batch)."""
+    """
+    ``n_critics`` independent state-value networks computed as one batched network.
+
+    Each layer holds the weights of every member stacked, ``(n_critics, out, in)``, and runs as one batched
+    matrix product (``torch.baddbmm``), followed by a LayerNorm per member (its own gain and bias) and the
+    activation: one pass, one backward and one optimizer step for the whole ensemble instead of a loop over
+    its members. Member ``i`` is the MLP ``Linear -> [LayerNorm] -> activation -> ... -> Linear(1)`` with the
+    weights ``weights[l][i]``, ``biases[l][i]`` (and ``norm_weights[l][i]``, ``norm_biases[l][i]``).
+
+    :param obs_dim: Size of the (normalized) observation
+    :param net_arch: Hidden layer sizes
+    :param activation_fn: Activation after each hidden layer
+    :param layer_norm: LayerNorm after each hidden linear layer
+    :param n_critics: Number of members of the ensemble
+    """
+
+    layer_norm_eps = 1e-5  # nn.LayerNorm's default
 
     def __init__(self, obs_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool, n_critics: int):
         super().__init__()
-        self.q_networks = nn.ModuleList(_mlp(obs_dim, 1, net_arch, activation_fn, layer_norm) for _ in range(n_critics))
+        if n_critics < 1:
+            raise ValueError(f"n_critics must be >= 1, got {n_critics}")
+        self.n_critics, self.layer_norm = n_critics, layer_norm
+        dims = [obs_dim, *net_arch, 1]
+        self.weights = nn.ParameterList(nn.Parameter(th.empty(n_critics, out, inp)) for inp, out in itertools.pairwise(dims))
+        self.biases = nn.ParameterList(nn.Parameter(th.empty(n_critics, 1, out)) for out in dims[1:])
+        if layer_norm:
+            self.norm_weights = nn.ParameterList(nn.Parameter(th.ones(n_critics, 1, width)) for width in net_arch)
+            self.norm_biases = nn.ParameterList(nn.Parameter(th.zeros(n_critics, 1, width)) for width in net_arch)
+        self.activation = activation_fn()
+        self.reset_parameters()
+
+    @th.no_grad()
+    def reset_parameters(self) -> None:
+        """nn.Linear's default initialization per member and layer (and in the same order as a loop of nn.Linear)."""
+        for i in range(self.n_critics):
+            for weight, bias in zip(self.weights, self.biases, strict=True):
+                nn.init.kaiming_uniform_(weight[i], a=math.sqrt(5))
+                bound = 1 / math.sqrt(weight.shape[2])
+                nn.init.uniform_(bias[i], -bound, bound)
+
+    @th.no_grad()
+    def orthogonal_init_(self, hidden_gain: float, output_gain: float) -> None:
+        """Orthogonal weights per member and layer (``output_gain`` for the last layer), zero biases."""
+        for layer, weight in enumerate(self.weights):
+            gain = output_gain if layer == len(self.weights) - 1 else hidden_gain
+            for member in weight:
+                nn.init.orthogonal_(member, gain=gain)
+        for bias in self.biases:
+            nn.init.zeros_(bias)
 
     def forward(self, norm_obs: th.Tensor) -> th.Tensor:
-        return th.stack([net(norm_obs).squeeze(-1) for net in self.q_networks])
+        """Values of every member at ``norm_obs`` (batch, obs_dim): shape (n_critics, batch)."""
+        # The lists' parameter dicts, read directly: indexing a ParameterList costs more than the layer's work here.
+        weights, biases = self.weights._parameters.values(), self.biases._parameters.values()
+        norms = None
+        if self.layer_norm:
+            norms = zip(self.norm_weights._parameters.values(), self.norm_biases._parameters.values(), strict=True)
+        hidden = norm_obs.unsqueeze(0).expand(self.n_critics, *norm_obs.shape)
+        for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+            if layer:  # after a hidden layer: LayerNorm with each member's gain and bias, then the activation
+                if norms is not None:
+                    gain, shift = next(norms)
+                    hidden = th.addcmul(shift, F.layer_norm(hidden, hidden.shape[-1:], eps=self.layer_norm_eps), gain)
+                hidden = self.activation(hidden)
+            hidden = th.baddbmm(bias, hidden, weight.transpose(1, 2))
+        return hidden.squeeze(-1)
 
     def orthogonal_init_(self, hidden_gain: float, output_gain: float) -> None:
         """Orthogonal init of every member (``hidden_gain`` on hidden layers, ``output_gain`` on the value layer),

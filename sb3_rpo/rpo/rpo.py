@@ -828,6 +828,21 @@ class RPO(OnPolicyAlgorithm):
         self.skipped_updates += 1
         return None
 
+    def fit_critics(self, buffer: DiffRolloutBuffer) -> list[th.Tensor]:
+        """
+        Step 4: ``n_critic_iterations`` passes of ``n_critic_batches`` minibatches fitting every critic of the
+        ensemble to the TD(lambda) targets, the whole (fused) ensemble in one optimizer step per minibatch.
+
+        :return: the loss of each minibatch (the sum over critics of their mean squared errors), as tensors
+        """
+        critic = self.policy.critic
+        params, losses = list(critic.parameters()), []
+        for batch in buffer.critic_batches(self.n_critic_batches, self.n_critic_iterations):
+            critic_loss = (critic(batch.observations) - batch.returns).square().mean(-1).sum()
+            self._finite_step(critic_loss, critic.optimizer, params)
+            losses.append(critic_loss.detach())
+        return losses
+
     def train(self) -> None:
         """
         One RPO update from the window that :meth:`collect_rollouts` simulated and differentiated
@@ -874,15 +889,9 @@ class RPO(OnPolicyAlgorithm):
 
         # 4. Critic: fit every critic of the ensemble to the TD(lambda) targets, then the Polyak target update.
         start = time.perf_counter()
-        critic_params = list(policy.critic.parameters())
         if bool(th.isfinite(buffer.returns).all()):
-            for _ in range(self.n_critic_iterations):
-                for batch in buffer.critic_batches(self.n_critic_batches):
-                    values = policy.values(batch.observations)
-                    critic_loss = ((values - batch.returns.unsqueeze(0)) ** 2).mean(-1).sum()
-                    self._finite_step(critic_loss, policy.critic.optimizer, critic_params)
-                    logs.setdefault("critic_loss", []).append(critic_loss.detach())
-            polyak_update(critic_params, policy.critic_target.parameters(), self.tau)
+            logs["critic_loss"] = self.fit_critics(buffer)
+            polyak_update(policy.critic.parameters(), policy.critic_target.parameters(), self.tau)
         else:
             self.skipped_updates += 1
         critic_time = time.perf_counter() - start

@@ -156,7 +156,7 @@ class MujocoFDVecEnv(JacobianVecEnv):
     def sim_step(self, state: np.ndarray, action: np.ndarray) -> SimStep:
         n, nq, nv = len(state), self.nq, self.nv
         next_state = np.zeros_like(state)
-        derivatives = self.needs_derivatives
+        derivatives, state_derivatives = self.needs_derivatives, not self.skip_state_derivatives
         if derivatives:
             jacobians = (np.zeros((n, self.state_dim, self.state_dim)), np.zeros((n, self.state_dim, self.nu)))
         chunks = np.array_split(np.arange(n), self.n_threads)
@@ -170,9 +170,14 @@ class MujocoFDVecEnv(JacobianVecEnv):
                 unstable_before = self._instability_warnings(data)
                 a_step, b_step = np.eye(2 * nv), np.zeros((2 * nv, self.nu))
                 if derivatives and not self._whole_step_fd:
-                    for _ in range(self.frame_skip):  # chain the frames' Jacobians: the action is held for frame_skip frames
-                        mujoco.mjd_transitionFD(model, data, self.fd_eps, self.fd_centered, a_frame, b_frame, None, None)
-                        a_step, b_step = a_frame @ a_step, a_frame @ b_step + b_frame
+                    # Chain the frames' Jacobians (the action is held for frame_skip frames). The first frame's dx'/dx
+                    # only enters the step's dx'/dx: skipped when the state is not differentiated (a window's first step).
+                    for frame in range(self.frame_skip):
+                        a_out = a_frame if state_derivatives or frame > 0 else None
+                        mujoco.mjd_transitionFD(model, data, self.fd_eps, self.fd_centered, a_out, b_frame, None, None)
+                        if state_derivatives:
+                            a_step = a_frame @ a_step
+                        b_step = a_frame @ b_step + b_frame if frame > 0 else b_frame.copy()
                         mujoco.mj_step(model, data)
                 else:
                     mujoco.mj_step(model, data, nstep=self.frame_skip)
@@ -186,11 +191,13 @@ class MujocoFDVecEnv(JacobianVecEnv):
                     mujoco.mj_rnePostConstraint(model, data)
                     next_state[i, nq + nv :] = self.aux(data)
                 if derivatives and self._whole_step_fd:
-                    a_step, b_step = self._whole_step_jacobians(data, state[i, : nq + nv], action[i], next_state[i, :nq])
+                    a_step, b_step = self._whole_step_jacobians(
+                        data, state[i, : nq + nv], action[i], next_state[i, :nq], state_derivatives
+                    )
                 if derivatives and self._quat_adr:
                     # tangent space -> qpos coordinates: x' = E(q') A F(q) x
-                    expand, project = self._tangent_to_qpos(next_state[i, :nq]), self._qpos_to_tangent(state[i, :nq])
-                    a_step, b_step = expand @ a_step @ project, expand @ b_step
+                    expand = self._tangent_to_qpos(next_state[i, :nq])
+                    a_step, b_step = expand @ a_step @ self._qpos_to_tangent(state[i, :nq]), expand @ b_step
                 if derivatives:  # aux rows and columns stay zero
                     jacobians[0][i, : nq + nv, : nq + nv], jacobians[1][i, : nq + nv] = a_step, b_step
 
@@ -199,7 +206,7 @@ class MujocoFDVecEnv(JacobianVecEnv):
         else:
             list(self._pool.map(simulate, chunks))
         if derivatives:
-            return SimStep(next_state, dx_dx=jacobians[0], dx_da=jacobians[1])
+            return SimStep(next_state, dx_dx=jacobians[0] if state_derivatives else None, dx_da=jacobians[1])
         return SimStep(next_state)
 
     def _instability_warnings(self, data: Any) -> int:
@@ -207,12 +214,15 @@ class MujocoFDVecEnv(JacobianVecEnv):
         return sum(int(data.warning[kind].number) for kind in self._unstable_kinds)
 
     def _whole_step_jacobians(
-        self, data: Any, qpos_qvel: np.ndarray, ctrl: np.ndarray, next_qpos: np.ndarray
+        self, data: Any, qpos_qvel: np.ndarray, ctrl: np.ndarray, next_qpos: np.ndarray, state_derivatives: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tangent-space Jacobians of a whole env step by central differences (2 (2 nv + nu) steps); overwrites ``data``."""
+        """
+        Tangent-space Jacobians of a whole env step by central differences (2 (2 nv + nu) steps, 2 nu without
+        ``state_derivatives``: dx'/dx is then left zero); overwrites ``data``.
+        """
         mujoco, model, nq, nv, eps = self.mujoco, self.model, self.nq, self.nv, self.fd_eps
-        columns = []
-        for j in range(2 * nv + self.nu):
+        columns = [np.zeros(2 * nv)] * (0 if state_derivatives else 2 * nv)
+        for j in range(0 if state_derivatives else 2 * nv, 2 * nv + self.nu):
             outputs = []
             for sign in (1.0, -1.0):
                 data.qpos[:], data.qvel[:], data.ctrl[:] = qpos_qvel[:nq], qpos_qvel[nq:], ctrl
