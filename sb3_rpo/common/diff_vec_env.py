@@ -11,7 +11,8 @@ The numpy face (``reset``, ``step_async``/``step_wait``, ``render``...) runs the
 
 :class:`DiffTaskVecEnv` is the small base of the embedded tasks: a task writes its initial-state
 sampler, dynamics, reward, observation and termination as batched tensor functions, and the base does
-the rest (time limits, automatic resets, episode statistics, non-finite state guards, input checks).
+the rest (time limits, automatic resets, episode statistics, non-finite guards, checks of the task's outputs on
+the first step, input checks, a saved state for exact resume).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class DiffVecEnv(VecEnv):
       ``obs`` where nothing ended: bootstrap from it on truncation;
     * ``info["episode_return"]``/``info["episode_length"]`` (n_envs,) hold the undiscounted return and
       length of the episodes that ended at this step (meaningful where ``terminated | truncated``);
-    * ``info["nonfinite"]`` (n_envs,) marks environments whose state became non-finite at this step;
-      they are reported as terminated and reset, never propagated.
+    * ``info["nonfinite"]`` (n_envs,) marks environments whose state, reward or observation became non-finite
+      at this step (or whose action was); they are reported as terminated and reset, never propagated, and
+      counted until :meth:`report_nonfinite` reports them.
 
     :param num_envs: Number of environments simulated in one batch
     :param observation_space: Observation space of one environment (a flat ``Box``)
