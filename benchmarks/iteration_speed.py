@@ -265,7 +265,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {algo.upper()} split (ms) | {split} | |")
         lines += ["", "| ratio | value |", "|---|---:|"]
         lines += [f"| {name} | {value:.2f} |" for name, value in r["ratios"].items()]
-        lines += ["", f"Load average at the end: {r['load_average_1min']:.1f} (2 cores, shared).", ""]
+        lines += [
+            "",
+            f"Load average at the end: {r['load_average_1min']:.1f} (2 cores, shared). Command: `{r['command']}`",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -321,7 +325,8 @@ def main() -> None:
     tables = "### Aims of issue 14\n\n" + aims(results) + "\n" + markdown(results)
     print(tables)
     if args.docs:
-        write_between("performance.md", "iteration_speed tables", f"```bash\n{results['command']}\n```\n\n{tables}")
+        commands = "\n".join(dict.fromkeys(r["command"] for r in results["tasks"].values()))
+        write_between("performance.md", "iteration_speed tables", f"```bash\n{commands}\n```\n\n{tables}")
 
 
 if __name__ == "__main__":
