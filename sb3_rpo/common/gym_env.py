@@ -37,7 +37,7 @@ class DiffGymEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action_t = th.as_tensor(np.asarray(action, dtype=np.float64), dtype=self.venv.dtype, device=self.venv.device)
         with th.no_grad():
-            _, reward, terminated, truncated, info = self.venv.diff_step(action_t.reshape(1, -1))
+            _, reward, terminated, truncated, info = self.venv.diff_step(action_t.reshape(1, *self.action_space.shape))
         # Return the observation reached, not the one after the automatic reset.
         obs_np = self.venv._to_numpy_obs(info["final_obs"])[0]
         return obs_np, float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
