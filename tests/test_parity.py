@@ -17,7 +17,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
-from sb3_rpo import RPO, DiffTaskVecEnv, RPOPolicy, make_diff_vec_env
+from sb3_rpo import RPO, DiffTaskVecEnv, RPOPolicy, make_diff_vec_env, register_diff_env
 
 SMALL = dict(n_envs=4, n_steps=8, policy_kwargs=dict(net_arch=[16]), n_critic_iterations=2, device="cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,11 @@ def test_box_action_space_of_any_shape():
     assert single.shape == (2, 2)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=4)
     assert np.isfinite(mean)
+    # The gymnasium face takes the Box's shape too.
+    register_diff_env("MatrixPointMass-v0", MatrixPointMass, max_episode_steps=20)
+    single_env = gym.make("MatrixPointMass-v0")
+    single_env.reset(seed=0)
+    assert single_env.step(single_env.action_space.sample())[0].shape == (2,)
 
 
 def test_predict_returns_the_action_space_dtype_on_a_float64_env():

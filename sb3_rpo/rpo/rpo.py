@@ -380,7 +380,7 @@ class RPO(OnPolicyAlgorithm):
 
     def _adapt_to_env_dtype(self, env: DiffVecEnv) -> None:
         """Run the policy, its optimizers' state and the temperature in ``env.dtype``, as ``load(..., env=env)`` does."""
-        if self.policy.dtype == env.dtype:
+        if getattr(self, "policy", None) is None or self.policy.dtype == env.dtype:  # no policy yet: built in env.dtype
             return
         self.policy.to(dtype=env.dtype)  # in place: the optimizers keep their parameters
         optimizers = [self.policy.actor.optimizer, self.policy.critic.optimizer]
