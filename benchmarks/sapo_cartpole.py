@@ -172,6 +172,16 @@ def report() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    print()
+    for algo in ALGOS:
+        runs = [json.loads(path.read_text()) for path in sorted(OUT.glob(f"{algo}_seed*.json"))]
+        if runs:
+            det = [r["deterministic"]["mean_return"] for r in runs]
+            sto = [r["stochastic"]["mean_return"] for r in runs]
+            print(
+                f"{algo}: {len(runs)} seeds, deterministic {np.mean(det):.0f} +/- {np.std(det):.0f}, "
+                f"stochastic {np.mean(sto):.0f} +/- {np.std(sto):.0f} (mean +/- std over seeds)"
+            )
 
 
 def main() -> None:
