@@ -1,8 +1,9 @@
-"""sb3-rpo: Reparameterization Proximal Policy Optimization (RPO) SHAC and SAPO for Stable-Baselines3."""
+"""sb3-rpo: Reparameterization Proximal Policy Optimization (RPO), SHAC and SAPO for Stable-Baselines3."""
 
 import os
 
 from sb3_rpo import envs, sims  # noqa: F401  (register the embedded tasks and the simulator adapters' ids)
+from sb3_rpo.common.callbacks import CheckpointAfterUpdateCallback
 from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv, DiffVecEnv
 from sb3_rpo.common.jacobian_env import JacobianVecEnv, SimStep
 from sb3_rpo.common.registry import list_diff_envs, make_diff_vec_env, register_diff_env
@@ -18,6 +19,7 @@ __all__ = [
     "RPO",
     "SAPO",
     "SHAC",
+    "CheckpointAfterUpdateCallback",
     "DiffTaskVecEnv",
     "DiffVecEnv",
     "JacobianVecEnv",

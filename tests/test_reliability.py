@@ -19,7 +19,7 @@ import torch as th
 from stable_baselines3 import PPO
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sb3_rpo import RPO, SHAC, make_diff_vec_env, register_diff_env
+from sb3_rpo import RPO, SHAC, CheckpointAfterUpdateCallback, make_diff_vec_env, register_diff_env
 from sb3_rpo.envs.pendulum import DiffPendulum
 
 TINY = dict(n_steps=4, policy_kwargs=dict(net_arch=[8]), n_critic_iterations=2, device="cpu")
@@ -90,11 +90,16 @@ def test_save_keeps_sb3s_path_rules(tmp_path):
 
 # ---------------------------------------------------------------------------------------- 2. exact resume
 def test_resume_in_a_new_process_is_bit_exact(tmp_path):
-    """learn(20 it) -> save -> load in a new process -> learn(20 it) equals learn(40 it), bit for bit."""
+    """
+    A run of 40 iterations checkpointed after its 20th update, loaded in a new process and continued for the 20 left
+    (reset_num_timesteps=False) ends bit for bit where the uninterrupted run ends, learning-rate schedule included.
+    """
     kwargs = dict(n_steps=4, batch_size=4, ent_coef="auto_0.1", policy_kwargs=dict(net_arch=[8]), n_critic_iterations=2)
     make_env = lambda seed: make_diff_vec_env("DiffPendulum-v0", n_envs=2, seed=seed, max_episode_steps=30)  # noqa: E731
-    RPO("MlpPolicy", make_env(0), seed=0, device="cpu", **kwargs).learn(20 * 8).save(tmp_path / "half")
-    straight = RPO("MlpPolicy", make_env(0), seed=0, device="cpu", **kwargs).learn(40 * 8)
+    checkpoints = CheckpointAfterUpdateCallback(save_freq=20 * 4, save_path=str(tmp_path))  # every 20 windows of 4 steps
+    straight = RPO("MlpPolicy", make_env(0), seed=0, device="cpu", **kwargs)
+    assert callable(straight.learning_rate)  # the default: a linear decay, continued exactly by the resumed run
+    straight.learn(40 * 8, callback=checkpoints)
     # A new process, a new env with another seed: load() must put back the generators and the env's state.
     run_python(
         """
@@ -102,7 +107,9 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
         th.set_num_threads(1)
         from sb3_rpo import RPO, make_diff_vec_env
         env = make_diff_vec_env("DiffPendulum-v0", n_envs=2, seed=123, max_episode_steps=30)
-        RPO.load("half", env=env, device="cpu").learn(20 * 8, reset_num_timesteps=False).save("resumed")
+        model = RPO.load("rl_model_160_steps", env=env, device="cpu")
+        assert model._n_updates == 20, model._n_updates
+        model.learn(40 * 8 - model.num_timesteps, reset_num_timesteps=False).save("resumed")
         """,
         tmp_path,
     )

@@ -424,8 +424,9 @@ class DiffTaskVecEnv(DiffVecEnv):
         self.check_actions(actions)
         state, step_actions = self.state.view_as(self.state), actions.view_as(actions)  # nodes of this step only
         # The simulator never sees a non-finite action (an external one may silently recover from it); the env is reset.
-        bad_actions = ~th.isfinite(actions).all(dim=-1)
-        next_state = self.dynamics(state, th.where(bad_actions.unsqueeze(-1), self._safe_action, step_actions))
+        bad_actions = ~th.isfinite(actions).flatten(1).all(dim=-1)
+        per_env = (-1, *[1] * (actions.dim() - 1))  # broadcasts an (n,) mask over actions of any Box shape (n, *shape)
+        next_state = self.dynamics(state, th.where(bad_actions.reshape(per_env), self._safe_action, step_actions))
         rewards = self.reward(state, step_actions, next_state)
         obs_reached = self.observation(next_state)
         if not self._outputs_checked["step"]:
@@ -441,7 +442,7 @@ class DiffTaskVecEnv(DiffVecEnv):
         # zero gradient of the discarded next state into NaN (0 * nan) and spoil the whole batch.
         for x in (state, step_actions):
             if x.requires_grad:
-                mask = nonfinite.reshape(-1, *[1] * (x.dim() - 1))  # actions of any Box shape (n, *shape)
+                mask = nonfinite.reshape(-1, *[1] * (x.dim() - 1))
                 x.register_hook(lambda grad, mask=mask: None if grad is None else grad.masked_fill(mask, 0.0))
         safe_next = th.where(nonfinite.unsqueeze(-1), state.detach(), next_state)
         rewards = th.where(nonfinite, th.zeros_like(rewards), rewards)

@@ -223,12 +223,6 @@ class CriticEnsemble(nn.Module):
             hidden = th.baddbmm(bias, hidden, weight.transpose(1, 2))
         return hidden.squeeze(-1)
 
-    def orthogonal_init_(self, hidden_gain: float, output_gain: float) -> None:
-        """Orthogonal init of every member (``hidden_gain`` on hidden layers, ``output_gain`` on the value layer),
-        zero biases."""
-        for net in self.q_networks:
-            orthogonal_init_([m for m in net if isinstance(m, nn.Linear)], hidden_gain, output_gain)
-
 
 def gaussian_log_prob(actions: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
     """Joint log-density of a diagonal Gaussian, summed over action dimensions."""

@@ -23,6 +23,7 @@ from stable_baselines3.common.monitor import ResultsWriter
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_rpo.common.callbacks import CheckpointAfterUpdateCallback
 from sb3_rpo.common.registry import is_diff_env_id, list_diff_envs, make_diff_vec_env
 from sb3_rpo.common.schedules import linear_schedule
 
@@ -72,43 +73,6 @@ class EpisodeMonitorCallback(BaseCallback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-class CheckpointAfterUpdateCallback(CheckpointCallback):
-    """
-    SB3's ``CheckpointCallback`` for algorithms that update once per window after simulating it (RPO, SHAC).
-
-    SB3 calls ``on_step`` while the window is simulated, before its update (``train()``): a checkpoint saved there
-    holds one update less than its name says (``rl_model_10240_steps.zip`` after 20 windows held 19 updates, and
-    resuming from it lost the 20th window). This callback decides to save in ``on_step`` as SB3's does, and saves
-    when that window's update is done (at the start of the next window, or at the end of training), so that
-    ``rl_model_<n>_steps.zip`` holds the update of the window that reached ``n`` steps. The arguments are
-    ``CheckpointCallback``'s.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._save_pending = False
-
-    def _on_step(self) -> bool:
-        self._save_pending |= self.n_calls % self.save_freq == 0
-        return True
-
-    def _on_rollout_start(self) -> None:
-        self._save_now()
-
-    def _on_training_end(self) -> None:
-        self._save_now()
-
-    def _save_now(self) -> None:
-        if not self._save_pending:
-            return
-        self._save_pending = False
-        n_calls, self.n_calls = self.n_calls, 0  # SB3's save (model, replay buffer, VecNormalize) when n_calls % freq == 0
-        try:
-            super()._on_step()
-        finally:
-            self.n_calls = n_calls
 
 
 class ZooExperimentManager(ExperimentManager):
