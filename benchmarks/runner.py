@@ -108,7 +108,8 @@ def run_study(
     """
     from benchmarks.methods import unavailable
 
-    skipped = {method.name: why for method in study.methods if (why := unavailable(method))}
+    requested = {run.method for run in runs}
+    skipped = {method.name: why for method in study.methods if method.name in requested and (why := unavailable(method))}
     for name, why in skipped.items():
         print(f"skipping method {name}: {why}", flush=True)
     pending = [run for run in runs if not run.path(results).exists() and run.method not in skipped]
