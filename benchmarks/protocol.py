@@ -27,7 +27,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 import sb3_rpo  # noqa: F401  (registers the differentiable ids, and their gymnasium faces)
-from benchmarks.methods import REPO_ROOT, build, hyperparams, jsonable
+from benchmarks.methods import REPO_ROOT, build, hyperparams, jsonable, unavailable
 from benchmarks.study import EVAL_SEED_OFFSET, Method, Study, Task
 
 TIME_KEYS = ("forward", "backward", "policy_epochs", "critic")
@@ -54,10 +54,13 @@ class PeriodicEval(BaseCallback):
         self.n_eval_episodes = n_eval_episodes
         self.records: list[dict[str, float]] = []
         self.eval_seconds = 0.0
+        self.eval_cpu_seconds = 0.0
         self.start = 0.0
+        self.cpu_start = 0.0
 
     def _on_training_start(self) -> None:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
 
     def _maybe_evaluate(self) -> None:
         if self.num_timesteps >= (len(self.records) + 1) * self.every:
@@ -77,7 +80,7 @@ class PeriodicEval(BaseCallback):
             self._evaluate()
 
     def _evaluate(self) -> None:
-        begin = time.perf_counter()
+        begin, cpu_begin = time.perf_counter(), time.process_time()
         if isinstance(self.eval_env, VecNormalize):
             sync_envs_normalization(self.training_env, self.eval_env)
         returns, _ = evaluate_policy(
@@ -87,11 +90,14 @@ class PeriodicEval(BaseCallback):
             dict(
                 steps=int(self.num_timesteps),
                 train_seconds=begin - self.start - self.eval_seconds,
+                # CPU time of this process: the cost in core-seconds, whatever else shares the machine
+                train_cpu_seconds=cpu_begin - self.cpu_start - self.eval_cpu_seconds,
                 mean_return=float(np.mean(returns)),
                 std_return=float(np.std(returns)),
             )
         )
         self.eval_seconds += time.perf_counter() - begin
+        self.eval_cpu_seconds += time.process_time() - cpu_begin
 
 
 def commit() -> str:
@@ -156,6 +162,8 @@ def train_run(study: Study, task: Task, method: Method, seed: int) -> dict[str, 
         seconds_to_threshold=reached["train_seconds"] if reached else None,
         train_seconds=evals[-1]["train_seconds"],
         eval_seconds=callback.eval_seconds,
+        train_cpu_seconds=evals[-1]["train_cpu_seconds"],
+        eval_cpu_seconds=callback.eval_cpu_seconds,
         wall_seconds=wall,
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         commit=commit(),
@@ -197,11 +205,11 @@ class IterationTimer(BaseCallback):
 
 def time_iterations(study: Study, task: Task, block: int = 5, warmup: int = 5) -> dict[str, Any]:
     """
-    The gradient methods of ``study`` on ``task`` in one process, alternating blocks of ``block`` iterations (the
-    order rotated every round) after ``warmup`` iterations each, so that machine noise hits all alike.
+    The gradient methods of ``study`` that exist here, on ``task``, in one process: alternating blocks of ``block``
+    iterations (the order rotated every round) after ``warmup`` iterations each, so that machine noise hits all alike.
     """
     th.set_num_threads(1)
-    methods = [method for method in study.methods if method.gradient]
+    methods = [method for method in study.methods if method.gradient and unavailable(method) is None]
     models, sources = {}, {}
     for method in methods:
         kwargs, sources[method.name] = hyperparams(task, method)

@@ -38,12 +38,14 @@ CSV_COLUMNS = (
     "steps_to_threshold",
     "seconds_to_threshold",
     "train_seconds",
+    "train_cpu_seconds",
     "wall_seconds",
     "hyperparams_source",
     "commit",
 )
 MODEL_FREE = ("ppo", "sac", "tqc", "crossq")
 COMMAND = "python -m benchmarks report"
+ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "timing", "probe", "smoke")
 
 
 # ---------------------------------------------------------------------------- result files
@@ -426,16 +428,22 @@ def _rel(path: Path, page_dir: Path) -> str:
 
 # ---------------------------------------------------------------------------- cost
 def seconds_per_run(run: dict[str, Any], budget: int, eval_every: int) -> float:
-    """Predicted wall-clock of a run of ``budget`` env steps, from a finished run of the same method and env."""
+    """
+    Predicted core-seconds of a run of ``budget`` env steps from a finished run of the same method and env: its CPU
+    time per env step in the second half of its evaluations (the steady state, after learning_starts and the first
+    iterations) plus its CPU time per evaluation (wall-clock for result files without CPU times).
+    """
     evals = run["evals"]
+    key, eval_key = (
+        ("train_cpu_seconds", "eval_cpu_seconds") if "eval_cpu_seconds" in run else ("train_seconds", "eval_seconds")
+    )
     half = evals[len(evals) // 2] if len(evals) > 2 else evals[0]
     last = evals[-1]
-    if last["steps"] > half["steps"]:  # steady state: after learning_starts, past the first iterations
-        rate = (last["train_seconds"] - half["train_seconds"]) / (last["steps"] - half["steps"])
+    if last["steps"] > half["steps"]:
+        rate = (last[key] - half[key]) / (last["steps"] - half["steps"])
     else:
-        rate = last["train_seconds"] / last["steps"]
-    per_eval = run["eval_seconds"] / len(evals)
-    return rate * budget + per_eval * (budget / eval_every + 1)
+        rate = last[key] / last["steps"]
+    return rate * budget + run[eval_key] / len(evals) * (budget / eval_every + 1)
 
 
 def estimate_rows(results: Path, names: list[str]) -> list[tuple[str, int, int, float, int]]:
@@ -449,7 +457,7 @@ def estimate_rows(results: Path, names: list[str]) -> list[tuple[str, int, int, 
     rows = []
     for name in names:
         study = load_study(name)
-        if study.kind == "timing":
+        if study.kind == "timing" or name in ("probe", "smoke"):
             continue
         runs = planned_runs(study)
         pending = [run for run in runs if not run.path(results).exists()]
@@ -524,7 +532,7 @@ def build_report(
             for method_runs in by_method.values():
                 method_runs.sort(key=lambda run: run["seed"])
     page_dir = page.parent
-    names = [name for name in study_names() if name != "smoke"] + ["smoke"]
+    names = [name for name in ORDER if name in study_names()] + [name for name in study_names() if name not in ORDER]
     studies = [load_study(name) for name in names]
     # The smoke study appears only where it has results (the test's temporary folder), never on the committed page.
     studies = [s for s in studies if s.name != "smoke" or s.name in grouped]
@@ -563,10 +571,12 @@ def build_report(
         lines.append(f"| [{study.name}](#{study.name}) | {study.title} | {done}/{len(planned)} | `{command}` |")
     lines += [
         "",
-        "Estimated cost of what is left (`python -m benchmarks estimate`): the median predicted wall-clock of each "
-        "unfinished run from finished runs of the same algorithm on the same training env (slope of the second half "
-        "of their evaluations, plus their evaluation time), in core-hours (one run is one core). Runs with no such "
-        "measurement are counted apart.",
+        "Estimated cost of what is left (`python -m benchmarks estimate`), in core-hours (a run is one process on "
+        "one core): each unfinished run's predicted CPU time, the median over finished runs of the same algorithm on "
+        "the same training env (any study, the `probe` study's short runs included) of their CPU time per env step in "
+        "the second half of the run plus their CPU time per evaluation, scaled to the run's budget. Runs with no such "
+        "measurement are counted apart. Evaluations of a trained policy last longer than a probe's (longer "
+        "episodes), so these are lower bounds where episodes end early.",
         "",
         estimate_table(results, [s.name for s in studies]),
         "",
