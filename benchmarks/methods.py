@@ -28,6 +28,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+import sb3_rpo  # noqa: F401  (registers the differentiable ids and their gymnasium faces)
 from benchmarks.study import EVAL_SEED_OFFSET, Method, Task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -209,3 +209,14 @@ def test_sapo_is_in_the_method_table():
     assert (why is None) == hasattr(sb3_rpo, "SAPO")
     if why is not None:
         assert "SAPO" in why
+
+
+def test_cost_estimate_scales_the_steady_state():
+    """A run's CPU time per env step in its second half, plus its CPU time per evaluation, scaled to a budget."""
+    from benchmarks.report import seconds_per_run
+
+    # 1 s of CPU per 1000 steps for the first 2000 steps (no learning yet), then 3 s per 1000; 0.5 s per evaluation
+    cpu = [1.0, 2.0, 5.0, 8.0]
+    evals = [dict(steps=1000 * (i + 1), train_cpu_seconds=c, train_seconds=10 * c) for i, c in enumerate(cpu)]
+    run = dict(evals=evals, eval_cpu_seconds=2.0, eval_seconds=20.0)
+    assert seconds_per_run(run, budget=100_000, eval_every=1000) == pytest.approx(3e-3 * 100_000 + 0.5 * 101)
