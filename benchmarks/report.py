@@ -386,7 +386,8 @@ def heatmap_section(
                 shown = np.where(np.isinf(values), np.nan, values)
                 image = ax.imshow(shown, origin="lower", cmap="viridis_r" if "steps" in title else "viridis", aspect="auto")
                 for (i, j), value in np.ndenumerate(values):
-                    ax.text(j, i, fmt(value, 0), ha="center", va="center", fontsize="small", color="white")
+                    color = "white" if np.isfinite(value) else "black"  # "never" and missing cells are not drawn
+                    ax.text(j, i, fmt(value, 0), ha="center", va="center", fontsize="small", color=color)
                 ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
                 ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
                 ax.set_xlabel(heatmap.x)

@@ -220,3 +220,26 @@ def test_cost_estimate_scales_the_steady_state():
     evals = [dict(steps=1000 * (i + 1), train_cpu_seconds=c, train_seconds=10 * c) for i, c in enumerate(cpu)]
     run = dict(evals=evals, eval_cpu_seconds=2.0, eval_seconds=20.0)
     assert seconds_per_run(run, budget=100_000, eval_every=1000) == pytest.approx(3e-3 * 100_000 + 0.5 * 101)
+
+
+def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
+    results = tmp_path / "runs"
+    for name, finals in (
+        ("clip_0.2_0.2", [-900.0, -250.0]),
+        ("clip_0.8_1", [-300.0, -150.0]),
+        ("kl_0.2_10", [-400.0, -190.0]),
+    ):
+        write_json(
+            Run("sweeps", "Pendulum", name, 0).path(results), synthetic_run("sweeps", "Pendulum", name, 0, finals, -200.0)
+        )
+    medians = {
+        name: dict.fromkeys(("iteration", "forward", "backward", "policy_epochs", "critic"), t)
+        for name, t in (("rpo", 0.2), ("shac", 0.1))
+    }
+    timing = dict(study="timing", task="Pendulum", kind="timing", rounds=2, block=5, warmup=5, commit="abc1234",
+                  steps_per_iteration=dict(rpo=512, shac=512), median_seconds=medians)  # fmt: skip
+    write_json(Run("timing", "Pendulum").path(results), timing)
+    text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
+    assert (tmp_path / "img" / "sweeps_Pendulum_clip_low_clip_high.png").stat().st_size > 0
+    assert (tmp_path / "img" / "sweeps_Pendulum_kl_coef_n_epochs.png").stat().st_size > 0
+    assert "| shac | 512 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 0.50 |" in text
