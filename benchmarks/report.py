@@ -476,6 +476,21 @@ def estimate_rows(results: Path, names: list[str]) -> list[tuple[str, int, int, 
     return rows
 
 
+def rate_table(results: Path) -> str:
+    """Measured cost of each algorithm on each training env: core-minutes per 100k env steps, evaluations excluded."""
+    runs, _ = load_results(results)
+    rates: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        without_evals = {**run, "eval_cpu_seconds" if "eval_cpu_seconds" in run else "eval_seconds": 0.0}
+        rates[run["train_env_id"]][run["algo"]].append(seconds_per_run(without_evals, 100_000, 10**12))
+    algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(algo in by_algo for by_algo in rates.values())]
+    lines = ["| training env | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
+    for env_id in sorted(rates):
+        cells = [fmt(float(np.median(rates[env_id][a])) / 60, 1) if rates[env_id].get(a) else "—" for a in algos]
+        lines.append(f"| `{env_id}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def estimate_table(results: Path, names: list[str]) -> str:
     lines = [
         "| study | runs | finished | core-hours left (measured part) | unfinished runs without a measurement |",
@@ -582,6 +597,16 @@ def build_report(
         estimate_table(results, [s.name for s in studies]),
         "",
     ]
+    lines += [
+        "Measured cost, core-minutes of training per 100k env steps (steady state, evaluations excluded; median over "
+        "the finished runs of each algorithm on each training env, on this 2-core machine shared with other jobs):",
+        "",
+        rate_table(results),
+        "",
+    ]
+    plan = Path(__file__).parent / "studies" / "PLAN.md"  # the plan of the runs, kept next to the study files
+    if plan.exists():
+        lines += [plan.read_text().strip(), ""]
     for study in studies:
         lines += [f'<a id="{study.name}"></a>', "", f"## {study.title}", "", study.description, ""]
         study_file = _rel(root / "benchmarks" / "studies" / f"{study.name}.py", page_dir)
