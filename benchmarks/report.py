@@ -447,8 +447,15 @@ def seconds_per_run(run: dict[str, Any], budget: int, eval_every: int) -> float:
     return rate * budget + run[eval_key] / len(evals) * (budget / eval_every + 1)
 
 
-def estimate_rows(results: Path, names: list[str]) -> list[tuple[str, int, int, float, int]]:
-    """Per study: (name, runs, finished, core-hours of the unfinished runs, unfinished runs with no measurement)."""
+def estimate_rows(
+    results: Path, names: list[str], per_method: dict[tuple[str, str], float] | None = None
+) -> list[tuple[str, int, int, float, float, int]]:
+    """
+    Per study: (name, runs, finished, core-hours of the unfinished runs measured on their own training env, core-hours
+    of those measured only on another task of the study (same algorithm), unfinished runs with no measurement).
+    SAPO, until it exists, is costed as SHAC (the same update plus an entropy term). ``per_method`` receives the
+    core-hours (measured or by analogy) per (study, algorithm).
+    """
     from benchmarks.methods import unavailable
 
     finished, _ = load_results(results)
@@ -462,18 +469,45 @@ def estimate_rows(results: Path, names: list[str]) -> list[tuple[str, int, int, 
             continue
         runs = planned_runs(study)
         pending = [run for run in runs if not run.path(results).exists()]
-        seconds, unmeasured = 0.0, 0
+        seconds, analogy, unmeasured = 0.0, 0.0, 0
         for run in pending:
             task, method = study.task(run.task), study.method(run.method)
-            env_id = task.diff_env_id if method.gradient else task.gym_env_id
-            samples = measured.get((env_id, method.algo if not unavailable(method) else "shac"))
-            if not samples:
+            algo = "shac" if method.algo == "sapo" and unavailable(method) else method.algo
+
+            side = "diff_env_id" if method.gradient else "gym_env_id"
+            budget = task.budget_of(method.name)
+            samples = measured.get((getattr(task, side), algo))
+            siblings = [sample for other in study.tasks for sample in measured.get((getattr(other, side), algo), [])]
+            if not (samples or siblings):
                 unmeasured += 1
                 continue
-            budget = task.budget_of(method.name)
-            seconds += float(np.median([seconds_per_run(sample, budget, task.eval_every) for sample in samples]))
-        rows.append((name, len(runs), len(runs) - len(pending), seconds / 3600, unmeasured))
+            cost = float(np.median([seconds_per_run(sample, budget, task.eval_every) for sample in samples or siblings]))
+            if samples:
+                seconds += cost
+            else:
+                analogy += cost
+            if per_method is not None:
+                per_method[(name, method.algo)] = per_method.get((name, method.algo), 0.0) + cost / 3600
+        rows.append((name, len(runs), len(runs) - len(pending), seconds / 3600, analogy / 3600, unmeasured))
     return rows
+
+
+def estimate_table(results: Path, names: list[str]) -> str:
+    lines = [
+        "| study | runs | finished | core-hours left: measured on the task | by analogy (same algorithm, another task "
+        "of the study) | unfinished runs without a measurement |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    per_method: dict[tuple[str, str], float] = {}
+    rows = estimate_rows(results, names, per_method)
+    for name, total, done, hours, analogy, unmeasured in rows:
+        lines.append(f"| {name} | {total} | {done} | {hours:.1f} | {analogy:.1f} | {unmeasured} |")
+    algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(key[1] == algo for key in per_method)]
+    lines += ["", "The same (measured and by analogy), per algorithm:", "", "| study | " + " | ".join(algos) + " |"]
+    lines.append("|---|" + "---:|" * len(algos))
+    for row in rows:
+        lines.append(f"| {row[0]} | " + " | ".join(f"{per_method.get((row[0], algo), 0.0):.1f}" for algo in algos) + " |")
+    return "\n".join(lines)
 
 
 def rate_table(results: Path) -> str:
@@ -488,16 +522,6 @@ def rate_table(results: Path) -> str:
     for env_id in sorted(rates):
         cells = [fmt(float(np.median(rates[env_id][a])) / 60, 1) if rates[env_id].get(a) else "—" for a in algos]
         lines.append(f"| `{env_id}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def estimate_table(results: Path, names: list[str]) -> str:
-    lines = [
-        "| study | runs | finished | core-hours left (measured part) | unfinished runs without a measurement |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, total, done, hours, unmeasured in estimate_rows(results, names):
-        lines.append(f"| {name} | {total} | {done} | {hours:.1f} | {unmeasured} |")
     return "\n".join(lines)
 
 
