@@ -465,7 +465,7 @@ def estimate_rows(
     rows = []
     for name in names:
         study = load_study(name)
-        if study.kind == "timing" or name in ("probe", "smoke"):
+        if study.kind != "comparison" or name == "smoke":
             continue
         runs = planned_runs(study)
         pending = [run for run in runs if not run.path(results).exists()]
@@ -646,6 +646,10 @@ def build_report(
             lines += section or ["*No timing has run yet.*", ""]
             continue
         study_results = grouped.get(study.name, {})
+        if study.kind == "probe":
+            count = sum(len(runs) for by_method in study_results.values() for runs in by_method.values())
+            lines += [f"{count} probe runs finished; their costs are in the tables at the top of this page.", ""]
+            continue
         if not study_results:
             lines += ["*No run has finished yet.*", ""]
             continue

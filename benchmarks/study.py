@@ -139,8 +139,9 @@ class Study:
     :param tasks: The tasks
     :param methods: The methods (every method on every task)
     :param seeds: Training seeds (evaluation seeds are ``1000 + seed``)
-    :param kind: ``comparison`` (learning runs) or ``timing`` (time per iteration, gradient methods interleaved in one
-        process: one result file per task)
+    :param kind: ``comparison`` (learning runs), ``timing`` (time per iteration, gradient methods interleaved in one
+        process: one result file per task) or ``probe`` (short learning runs that only measure cost: the report uses
+        them for its estimates and shows no returns)
     :param reference_method: The method the aggregate compares every other against (probability of improvement)
     :param heatmaps: Sweep figures (for a sweep study)
     :param timing_rounds: Rounds of alternating blocks of iterations (timing studies)
@@ -164,8 +165,8 @@ class Study:
                 raise ValueError(f"study {self.name!r}: duplicate {what} names {sorted(duplicates)}")
         if any(seed >= TUNING_SEED_OFFSET for seed in self.seeds):
             raise ValueError(f"study {self.name!r}: training seeds must be < {TUNING_SEED_OFFSET} (tuning seeds start there)")
-        if self.kind not in ("comparison", "timing"):
-            raise ValueError(f"study {self.name!r}: kind must be 'comparison' or 'timing', got {self.kind!r}")
+        if self.kind not in ("comparison", "timing", "probe"):
+            raise ValueError(f"study {self.name!r}: kind must be 'comparison', 'timing' or 'probe', got {self.kind!r}")
 
     def task(self, name: str) -> Task:
         return next(task for task in self.tasks if task.name == name)

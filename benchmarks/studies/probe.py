@@ -22,4 +22,5 @@ evaluation, scaled to each study's budgets by `python -m benchmarks estimate`. T
     ),
     methods=ALL,
     seeds=(0,),
+    kind="probe",
 )
