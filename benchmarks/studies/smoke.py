@@ -5,9 +5,9 @@ from benchmarks.studies._tasks import PENDULUM, REACHER_TASK
 from benchmarks.study import Study
 
 # Small enough for the test suite: the model-free methods start learning early, PPO collects short rollouts.
-OFF_POLICY = dict(learning_starts=128, policy_kwargs=dict(net_arch=[64, 64]))
-SMALL = dict(ppo=dict(n_steps=64, batch_size=64), sac=OFF_POLICY, tqc=OFF_POLICY, crossq=OFF_POLICY)
-MODEL_FREE_BUDGETS = dict.fromkeys(("ppo", "sac", "tqc", "crossq"), 384)
+OFF_POLICY = dict(learning_starts=192, batch_size=64, policy_kwargs=dict(net_arch=[64, 64]))
+SMALL = dict(ppo=dict(n_steps=64, batch_size=64, n_epochs=2), sac=OFF_POLICY, tqc=OFF_POLICY, crossq=OFF_POLICY)
+MODEL_FREE_BUDGETS = dict.fromkeys(("ppo", "sac", "tqc", "crossq"), 256)
 
 STUDY = Study(
     name="smoke",
