@@ -1,8 +1,8 @@
 """Where an RPO iteration's time goes, task by task, against the simulator alone (GitHub issue 14).
 
-    python benchmarks/iteration_speed.py                               # every task below, 10 rounds
-    python benchmarks/iteration_speed.py --tasks DiffPendulum-v0 --rounds 4
-    python benchmarks/iteration_speed.py --report-only                 # tables from the saved JSON
+    python -m benchmarks.iteration_speed                               # every task below, 10 rounds
+    python -m benchmarks.iteration_speed --tasks DiffPendulum-v0 --rounds 4
+    python -m benchmarks.iteration_speed --report-only                 # tables from the saved JSON
 
 Each task runs at its ``hyperparams/rpo.yml`` entry (``--tasks`` ids; overrides below) on one torch thread and, for
 MuJoCo, one simulation thread: every number is per core. One process times, in rounds whose order is rotated
@@ -11,8 +11,9 @@ MuJoCo, one simulation thread: every number is per core. One process times, in r
 * the simulator over the same window as RPO (``n_envs`` x ``n_steps``, actions tanh of leaf tensors, the window
   of benchmarks/env_throughput.py): without a graph ("simulation"), with the graph recorded ("forward"), and with
   the backward pass of the summed rewards plus the last observations ("forward+backward");
-* an RPO iteration and a SHAC iteration (the same hyperparameters without RPO's epochs, as benchmarks/pendulum.py),
-  wall-clock from one rollout start to the next, with RPO's logged split (forward, backward, policy epochs, critic);
+* an RPO iteration and a SHAC iteration (RPO with ``sb3_rpo.shac.SHAC_SETTINGS``: the same hyperparameters
+  without RPO's epochs), wall-clock from one rollout start to the next, with RPO's logged split (forward,
+  backward, policy epochs, critic);
 * at DiffPendulum-v0: the critic fit of the fused ensemble (``RPO.fit_critics``) against the looped ensemble of
   before issue 14 (``LoopedCriticEnsemble`` below: one nn.Sequential per critic, one gather per minibatch), on the
   same window's samples;
@@ -33,20 +34,21 @@ import os
 import statistics
 import sys
 import time
-import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch as th
-from comparison import IterationTimer, diff_hyperparams, machine, shac_ablation
-from docs_tables import write_between
-from env_throughput import action_map, window
 from torch import nn
 
-from sb3_rpo import RPO, SHAC, make_diff_vec_env
+from benchmarks.docs_tables import write_between
+from benchmarks.env_throughput import action_map, window
+from benchmarks.methods import gradient_entry
+from benchmarks.protocol import IterationTimer, machine
+from sb3_rpo import RPO, make_diff_vec_env
 from sb3_rpo.rpo.policies import _mlp
+from sb3_rpo.shac.shac import SHAC_SETTINGS
 
 BEFORE_FD = "forward+backward before issue 14 (centered differences, first step's dx'/dx too)"
 RESULTS = Path(__file__).resolve().parent / "results" / "iteration_speed.json"
@@ -114,18 +116,16 @@ def rewarped_plain_loop(env_id: str, n_envs: int, horizon: int) -> Callable[[], 
 def measure_task(label: str, rounds: int, block: int) -> dict[str, Any]:
     spec = TASKS.get(label, dict(env_id=label, overrides={}, env_kwargs={}))
     env_id = spec["env_id"]
-    rpo_kwargs, source = diff_hyperparams(types.SimpleNamespace(diff_env_id=env_id), "rpo", {})
+    rpo_kwargs, source = gradient_entry("rpo", env_id)
     rpo_kwargs.update(spec["overrides"])
     n_envs = rpo_kwargs.pop("n_envs", 16)
-    configs = {"rpo": rpo_kwargs, "shac": shac_ablation(rpo_kwargs)}
+    configs = {"rpo": rpo_kwargs, "shac": {**rpo_kwargs, **SHAC_SETTINGS}}  # SHAC's update, RPO's other settings
     env_kwargs = spec["env_kwargs"]
 
     def env() -> Any:
         return make_diff_vec_env(env_id, n_envs=n_envs, seed=0, device="cpu", **env_kwargs)
 
-    models = {
-        name: (RPO if name == "rpo" else SHAC)("MlpPolicy", env(), seed=0, device="cpu", **kw) for name, kw in configs.items()
-    }
+    models = {name: RPO("MlpPolicy", env(), seed=0, device="cpu", **kw) for name, kw in configs.items()}
     n_steps = models["rpo"].n_steps
     timers = {name: IterationTimer() for name in models}
     for model in models.values():  # warm-up iterations
@@ -312,7 +312,7 @@ def main() -> None:
     if args.report_only:
         results = json.loads(args.out.read_text())
     else:
-        command = "python benchmarks/iteration_speed.py " + " ".join(sys.argv[1:])
+        command = "python -m benchmarks.iteration_speed " + " ".join(sys.argv[1:])
         results = dict(command=command.strip(), machine=machine(), tasks={})
         if args.out.exists():  # keep the tasks of an earlier run that are not measured again
             results["tasks"] = json.loads(args.out.read_text()).get("tasks", {})

@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_rpo.common.callbacks import CheckpointAfterUpdateCallback
 from sb3_rpo.common.registry import is_diff_env_id, list_diff_envs, make_diff_vec_env
-from sb3_rpo.common.schedules import linear_schedule
+from sb3_rpo.common.schedules import parse_schedule
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 # Algorithms that backpropagate through the simulator: they need a DiffVecEnv.
@@ -124,10 +124,10 @@ class ZooExperimentManager(ExperimentManager):
         for key in SCHEDULE_KEYS:
             value = hyperparams.get(key)
             if isinstance(value, str):
-                kind, *values = value.split("_")
-                if kind != "lin" or len(values) not in (1, 2):
-                    raise ValueError(f"{key}: {value!r} is not a float, 'lin_<x>' or 'lin_<x>_<floor>'")
-                hyperparams[key] = linear_schedule(*(float(v) for v in values))
+                try:
+                    hyperparams[key] = parse_schedule(value)
+                except ValueError as error:
+                    raise ValueError(f"{key}: {error}") from None
             elif isinstance(value, (float, int)):
                 hyperparams[key] = float(value)  # constant
         return hyperparams

@@ -1,0 +1,115 @@
+"""
+Command line of the benchmark runner: ``python -m benchmarks <command>``.
+
+    python -m benchmarks list                                   # the studies, their tasks, methods and seeds
+    python -m benchmarks run --study embedded --jobs 2          # every pending run of a study, two at a time
+    python -m benchmarks run --study embedded --tasks Pendulum --methods rpo shac --seeds 0-4
+    python -m benchmarks run --study embedded --dry-run         # what would run
+    python -m benchmarks report                                 # runs.csv, docs/benchmarks.md and its figures
+    python -m benchmarks estimate                               # core-hours of what is left, from measured runs
+    python -m benchmarks random --study mujoco                  # return of uniform random actions per task
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.runner import LOGS_DIR, RESULTS_DIR, Run, planned_runs, run_one, run_study
+from benchmarks.study import load_study, study_names
+
+
+def parse_seeds(values: list[str] | None) -> list[int] | None:
+    """``["0-4", "7"]`` -> ``[0, 1, 2, 3, 4, 7]``."""
+    if not values:
+        return None
+    seeds: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            low, _, high = part.partition("-")
+            seeds += list(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+def _list(args: argparse.Namespace) -> None:
+    for name in study_names():
+        study = load_study(name)
+        runs = planned_runs(study)
+        done = sum(run.path(args.results).exists() for run in runs)
+        print(f"{name} ({study.kind}): {done}/{len(runs)} runs finished; seeds {list(study.seeds)}")
+        print(f"  tasks: {', '.join(f'{task.name} ({task.budget:,} steps)' for task in study.tasks)}")
+        print(f"  methods: {', '.join(method.name for method in study.methods)}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    study = load_study(args.study)
+    runs = planned_runs(study, parse_seeds(args.seeds), args.tasks, args.methods)
+    failed = run_study(study, runs, jobs=args.jobs, results=args.results, logs=args.logs, dry_run=args.dry_run)
+    sys.exit(1 if failed else 0)
+
+
+def _one(args: argparse.Namespace) -> None:
+    study = load_study(args.study)
+    run_one(study, Run(study.name, args.task, args.method, args.seed), results=args.results)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from benchmarks.report import build_report
+
+    build_report(results=args.results, page=args.out, images=args.images, csv_path=args.csv, reps=args.reps)
+
+
+def _estimate(args: argparse.Namespace) -> None:
+    from benchmarks.report import estimate_table
+
+    print(estimate_table(args.results, [args.study] if args.study else study_names()))
+
+
+def _random(args: argparse.Namespace) -> None:
+    from benchmarks.report import random_returns
+
+    for task, value in random_returns(load_study(args.study), args.episodes).items():
+        print(f"{task}: {value:.6g}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the result files (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("list", help="the studies, their tasks, methods, seeds and how many runs are finished")
+
+    run = commands.add_parser("run", help="run the pending runs of a study (finished runs are skipped)")
+    run.add_argument("--study", required=True, choices=study_names())
+    run.add_argument("--seeds", nargs="+", help="seeds to run, e.g. 0-4 7 (default: the study's)")
+    run.add_argument("--tasks", nargs="+", help="task names (default: all)")
+    run.add_argument("--methods", nargs="+", help="method names (default: all)")
+    run.add_argument("--jobs", type=int, default=1, help="runs at a time, one process and one torch thread each")
+    run.add_argument("--logs", type=Path, default=LOGS_DIR, help="folder of the runs' logs (default: %(default)s)")
+    run.add_argument("--dry-run", action="store_true", help="only list the pending runs")
+
+    one = commands.add_parser("one", help="one run in this process (what `run` starts)")
+    one.add_argument("--study", required=True, choices=study_names())
+    one.add_argument("--task", required=True)
+    one.add_argument("--method", help="method name (none: the task's timing, for a timing study)")
+    one.add_argument("--seed", type=int)
+
+    report = commands.add_parser("report", help="rebuild runs.csv, docs/benchmarks.md and its figures from the result files")
+    root = Path(__file__).resolve().parents[1]
+    report.add_argument("--out", type=Path, default=root / "docs" / "benchmarks.md")
+    report.add_argument("--images", type=Path, default=root / "docs" / "images" / "benchmarks")
+    report.add_argument("--csv", type=Path, default=root / "benchmarks" / "results" / "runs.csv")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the confidence intervals")
+
+    estimate = commands.add_parser("estimate", help="core-hours of the pending runs, from the timings of finished runs")
+    estimate.add_argument("--study", choices=study_names())
+
+    random = commands.add_parser("random", help="mean return of uniform random actions on each task's eval env")
+    random.add_argument("--study", required=True, choices=study_names())
+    random.add_argument("--episodes", type=int, default=10)
+
+    args = parser.parse_args(argv)
+    {"list": _list, "run": _run, "one": _one, "report": _report, "estimate": _estimate, "random": _random}[args.command](args)

@@ -1,0 +1,150 @@
+"""
+Running a study: every (task, method, seed) is its own process (``python -m benchmarks one ...``, one torch
+thread) that writes its own result file when it ends, atomically; ``--jobs N`` runs N at a time. A run whose
+result file exists is skipped, so a stopped study resumes where it stopped and several machines can share one
+study (commit the result files as they come).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.study import Study
+
+RESULTS_DIR = Path(__file__).parent / "results" / "runs"
+LOGS_DIR = Path(__file__).resolve().parents[1] / "logs" / "benchmarks"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a study: a training run, or a task's timing (``method`` and ``seed`` None)."""
+
+    study: str
+    task: str
+    method: str | None = None
+    seed: int | None = None
+
+    def path(self, results: Path = RESULTS_DIR) -> Path:
+        if self.method is None:
+            return results / self.study / self.task / "timing.json"
+        return results / self.study / self.task / self.method / f"seed{self.seed}.json"
+
+    def log(self, logs: Path = LOGS_DIR) -> Path:
+        name = "timing" if self.method is None else f"{self.method}_seed{self.seed}"
+        return logs / self.study / self.task / f"{name}.log"
+
+    def __str__(self) -> str:
+        return f"{self.study}/{self.task}" + ("/timing" if self.method is None else f"/{self.method}/seed{self.seed}")
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write ``path`` atomically (a half-written result file would look finished)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)
+
+
+def planned_runs(
+    study: Study, seeds: list[int] | None = None, tasks: list[str] | None = None, methods: list[str] | None = None
+) -> list[Run]:
+    """Every run of ``study`` (restricted to ``seeds``, ``tasks``, ``methods`` when given), seed-major order."""
+    for names, known, what in (
+        (tasks, [t.name for t in study.tasks], "task"),
+        (methods, [m.name for m in study.methods], "method"),
+    ):
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise SystemExit(f"study {study.name!r} has no {what} {unknown}; its {what}s: {', '.join(known)}")
+    task_names = [task.name for task in study.tasks if tasks is None or task.name in tasks]
+    if study.kind == "timing":
+        return [Run(study.name, task) for task in task_names]
+    method_names = [method.name for method in study.methods if methods is None or method.name in methods]
+    # Seed-major: a study stopped half-way has every method on its first seeds, not some methods on all seeds.
+    return [
+        Run(study.name, task, method, seed)
+        for seed in (study.seeds if seeds is None else seeds)
+        for task in task_names
+        for method in method_names
+    ]
+
+
+def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
+    """Execute ``run`` in this process and write its result file."""
+    from benchmarks.protocol import time_iterations, train_run
+
+    task = study.task(run.task)
+    if run.method is None:
+        content = time_iterations(study, task)
+    else:
+        content = train_run(study, task, study.method(run.method), run.seed)
+        print(
+            f"{run}: final {content['final_return']:.1f} after {content['final_steps']} steps, "
+            f"threshold at {content['steps_to_threshold']} steps, {content['train_seconds']:.0f} s of training",
+            flush=True,
+        )
+    path = run.path(results)
+    write_json(path, content)
+    return path
+
+
+def run_study(
+    study: Study,
+    runs: list[Run],
+    jobs: int = 1,
+    results: Path = RESULTS_DIR,
+    logs: Path = LOGS_DIR,
+    dry_run: bool = False,
+) -> int:
+    """
+    Run the pending ``runs`` of ``study``, ``jobs`` processes at a time; finished runs (result file present) and
+    runs of methods that cannot run here are skipped. Returns the number of runs that failed.
+    """
+    from benchmarks.methods import unavailable
+
+    requested = {run.method for run in runs}
+    skipped = {method.name: why for method in study.methods if method.name in requested and (why := unavailable(method))}
+    for name, why in skipped.items():
+        print(f"skipping method {name}: {why}", flush=True)
+    pending = [run for run in runs if not run.path(results).exists() and run.method not in skipped]
+    done = sum(run.path(results).exists() for run in runs)
+    print(f"study {study.name}: {len(runs)} runs, {done} finished, {len(pending)} to run, {jobs} at a time", flush=True)
+    if dry_run:
+        for run in pending:
+            print(f"  {run}")
+        return 0
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), environment.get("PYTHONPATH")]))
+    running: list[tuple[Run, subprocess.Popen, float]] = []
+    failed = 0
+    queue = list(pending)
+    while queue or running:
+        while queue and len(running) < jobs:
+            run = queue.pop(0)
+            command = [sys.executable, "-m", "benchmarks", "--results", str(results), "one", "--study", study.name]
+            command += ["--task", run.task] + ([] if run.method is None else ["--method", run.method, "--seed", str(run.seed)])
+            run.log(logs).parent.mkdir(parents=True, exist_ok=True)
+            with open(run.log(logs), "w") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=repo)
+            running.append((run, process, time.perf_counter()))
+        time.sleep(0.2)
+        for entry in list(running):
+            run, process, begin = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            seconds = time.perf_counter() - begin
+            if process.returncode == 0 and run.path(results).exists():
+                print(f"done   {run} ({seconds:.0f} s)", flush=True)
+            else:
+                failed += 1
+                tail = run.log(logs).read_text().strip().splitlines()[-3:]
+                print(f"FAILED {run} (exit {process.returncode}, log {run.log(logs)}): {' | '.join(tail)}", flush=True)
+    return failed

@@ -1,0 +1,1 @@
+"""Study files: each module defines ``STUDY`` (a :class:`benchmarks.study.Study`); ``_tasks`` holds the shared tasks."""

@@ -1,0 +1,14 @@
+from benchmarks.studies._methods import ALL
+from benchmarks.studies._tasks import MJX
+from benchmarks.study import Study
+
+STUDY = Study(
+    name="mjx",
+    title="MJX Hopper (brax)",
+    description="""\
+brax's MJX hopper through `jax.vjp`. The model-free methods train on its gymnasium registration; every method is
+evaluated there. No threshold and no normalization constants yet. 5 seeds.""",
+    tasks=MJX,
+    methods=ALL,
+    seeds=tuple(range(5)),
+)

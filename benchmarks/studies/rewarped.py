@@ -1,0 +1,15 @@
+from benchmarks.studies._methods import ALL
+from benchmarks.studies._tasks import REWARPED
+from benchmarks.study import Study
+
+STUDY = Study(
+    name="rewarped",
+    title="rewarped DFlex Cartpole and Hopper",
+    description="""\
+DiffRL's DFlex tasks through rewarped (warp on the CPU). The gradient methods train on the batched DiffVecEnv, the
+model-free methods on its gymnasium registration (one env); every method is evaluated there. No threshold and no
+normalization constants yet: final returns and curves only. 5 seeds.""",
+    tasks=REWARPED,
+    methods=ALL,
+    seeds=tuple(range(5)),
+)

@@ -1,0 +1,20 @@
+from benchmarks.studies._methods import RPO
+from benchmarks.studies._tasks import ACROBOT, PENDULUM
+from benchmarks.study import Heatmap, Study, sweep
+
+STUDY = Study(
+    name="sweeps",
+    title="Sensitivity of RPO: clip band and KL x epochs",
+    description="""\
+RPO's entry with a `clip_low x clip_high` grid (the band is `[1 - clip_low, 1 + clip_high]`) and a
+`kl_coef x n_epochs` grid, everything else as shipped; heat maps of the median env steps to the threshold and of
+the mean final return over 5 seeds.""",
+    tasks=(PENDULUM, ACROBOT),
+    methods=(
+        *sweep(RPO, "clip", clip_low=(0.2, 0.5, 0.8), clip_high=(0.2, 0.5, 1.0)),
+        *sweep(RPO, "kl", kl_coef=(0.0, 0.1, 0.2, 0.5), n_epochs=(1, 5, 10, 20)),
+    ),
+    seeds=tuple(range(5)),
+    reference_method="clip_0.8_1",  # the shipped band,
+    heatmaps=(Heatmap("clip_low", "clip_high"), Heatmap("kl_coef", "n_epochs")),
+)
