@@ -1,10 +1,9 @@
 """MJX adapter (sb3-rpo[mjx]): brax's MJX tasks as DiffVecEnvs, gradients through jax.vjp.
 
 XLA compiles each program once per shape (up to 1.5 min on 2 cores), so every test here uses one task (hopper)
-and one batch size; a module fixture compiles the programs once, and the tests that use it form one
-pytest-xdist group (one worker compiles, the other runs the rest of the suite meanwhile instead of waiting).
-The zoo's subprocess reads the programs from a persistent JAX compilation cache. The float64 check runs in a
-subprocess (jax_enable_x64 is process-wide), outside the group, in parallel with the compilation.
+and one batch size; a module fixture compiles the programs once, and the two pytest-xdist workers share a
+persistent JAX compilation cache, filled by whichever gets the lock first. The float64 check runs in a
+subprocess (jax_enable_x64 is process-wide).
 """
 
 import contextlib
@@ -28,7 +27,6 @@ with contextlib.suppress(ImportError):  # reported by require_extra below
 require_extra("brax", "mjx")
 
 N_ENVS = 4
-MJX_GROUP = pytest.mark.xdist_group("mjx")  # the tests that share the compiled `env` fixture
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,7 +74,6 @@ def test_ids_registered_and_no_jax_at_import():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
 
 
-@MJX_GROUP
 def test_matches_brax(env, jax_setup):
     """From brax's own reset states, the adapter's rollout equals brax's env.step rollout, every carried leaf included."""
     jax, envs, _ = jax_setup
@@ -141,7 +138,6 @@ def test_gradient_matches_central_differences_float64():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
-@MJX_GROUP
 def test_truncation_auto_reset_and_episode_stats(env):
     sim = hopper(seed=1, max_episode_steps=5)
     obs = sim.diff_reset()
@@ -165,7 +161,6 @@ def test_truncation_auto_reset_and_episode_stats(env):
     assert sim.elapsed_steps.tolist() == [0] * N_ENVS
 
 
-@MJX_GROUP
 def test_termination_is_not_truncation(env):
     sim = hopper(seed=2)
     sim.diff_reset()
@@ -186,7 +181,6 @@ def test_termination_is_not_truncation(env):
     assert grad_obs is None or grad_obs.abs().sum() == 0  # no gradient crosses the reset
 
 
-@MJX_GROUP
 def test_nonfinite_state_is_reset_with_zero_gradient(env):
     sim = hopper(seed=3)
     sim.diff_reset()
@@ -206,7 +200,6 @@ def test_nonfinite_state_is_reset_with_zero_gradient(env):
     assert grad[1].abs().sum() == 0 and grad[[0, 2, 3]].abs().min() > 0
 
 
-@MJX_GROUP
 def test_detach_state_cuts_the_gradient(env):
     for cut in (False, True):
         sim = hopper(seed=4)
@@ -221,7 +214,6 @@ def test_detach_state_cuts_the_gradient(env):
         assert (grad_a0 is None) if cut else (grad_a0.abs().sum() > 0)
 
 
-@MJX_GROUP
 def test_numpy_face_and_seeding(env):
     sims = [hopper(seed=5, max_episode_steps=3) for _ in range(2)]
     firsts = [sim.reset() for sim in sims]
@@ -239,7 +231,6 @@ def test_numpy_face_and_seeding(env):
     assert not np.allclose(other, firsts[0])
 
 
-@MJX_GROUP
 def test_refuses_gradients_with_several_solver_iterations(env):
     sim = hopper(seed=0, solver_iterations=4)
     action = th.zeros(N_ENVS, 3, requires_grad=True)
@@ -247,7 +238,6 @@ def test_refuses_gradients_with_several_solver_iterations(env):
         sim.dynamics(th.zeros(N_ENVS, sim.state_dim), action)
 
 
-@MJX_GROUP
 def test_rpo_trains_on_mjx_hopper(env):
     # 16-step episodes: several of them end (by truncation or by falling) in these 256 steps.
     sim = hopper(seed=0, max_episode_steps=16)
@@ -261,7 +251,6 @@ def test_rpo_trains_on_mjx_hopper(env):
     assert all(0 < info["l"] <= 16 and np.isfinite(info["r"]) for info in model.ep_info_buffer)
 
 
-@MJX_GROUP
 def test_zoo_trains_an_mjx_id(env, jax_setup, tmp_path):
     """rl-zoo3's command line takes MJX ids; at this module's batch size it reads the compiled programs from the cache."""
     jax, _, _ = jax_setup
