@@ -5,23 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch as th
+from test_rpo_exactness import N_ENVS, N_STEPS  # and its EndingPendulum-v0: episodes that end both ways in a window
 
-from sb3_rpo import RPO, SAPO, make_diff_vec_env, register_diff_env
-from sb3_rpo.envs.pendulum import DiffPendulum
+from sb3_rpo import RPO, SAPO, make_diff_vec_env
 from sb3_rpo.rpo.policies import squashed_entropy_estimate
-
-
-class SoftEndingPendulum(DiffPendulum):
-    """Pendulum whose episodes terminate when spinning fast, and are truncated after 7 steps."""
-
-    max_episode_steps = 7
-
-    def terminated(self, state: th.Tensor) -> th.Tensor:
-        return state[:, 1].abs() > 1.6
-
-
-register_diff_env("SoftEndingPendulum-v0", SoftEndingPendulum, register_gym=False)
-N_ENVS, N_STEPS = 6, 12
 
 
 # ---------------------------------------------------------------------------------------- entropy estimate
@@ -48,7 +35,7 @@ def test_squashed_entropy_matches_quadrature_and_collapses_when_saturated():
 
 # ---------------------------------------------------------------------------------------- SAPO = BPTT of the soft return
 def make_sapo(**kwargs):
-    env = make_diff_vec_env("SoftEndingPendulum-v0", n_envs=N_ENVS, seed=3, dtype=th.float64)
+    env = make_diff_vec_env("EndingPendulum-v0", n_envs=N_ENVS, seed=3, dtype=th.float64)
     kwargs = {"n_steps": N_STEPS, "seed": 0, "device": "cpu", "policy_kwargs": dict(net_arch=[16, 16]), **kwargs}
     model = SAPO("MlpPolicy", env, ent_coef="auto_0.3", **kwargs)
     model.policy.obs_normalizer.update(th.randn(50, 3, dtype=th.float64) * 2 + 0.5)
