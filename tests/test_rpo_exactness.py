@@ -54,8 +54,12 @@ def make_model(**kwargs):
     return model, env
 
 
-def bptt_gradient(model, env, obs):
-    """SHAC's actor gradient by plain backpropagation through time, written step by step (no buffer)."""
+def bptt_gradient(model, env, obs, bonus=None):
+    """
+    The actor gradient by plain backpropagation through time of the window return, written step by step (no buffer):
+    SHAC's; with ``bonus(mean, std, noise)``, a reward term of each step from the rollout's second (entropy) noise:
+    SAPO's soft return (tests/test_sapo.py).
+    """
     policy, gamma = model.policy, model.gamma
     objective = 0.0
     running = [0.0] * env.num_envs
@@ -64,10 +68,11 @@ def bptt_gradient(model, env, obs):
     for k in range(model.n_steps):
         mean, std = policy.actor(policy.normalize(obs))
         actions = mean + std * th.randn_like(mean)
-        th.randn_like(mean)  # the rollout's entropy noise (its entropy is not rewarded here), to keep the noise aligned
+        noise = th.randn_like(mean)  # the rollout's entropy noise, drawn in any case: the noise streams stay aligned
+        extra = th.zeros(env.num_envs, dtype=mean.dtype) if bonus is None else bonus(mean, std, noise)
         obs, rewards, terminated, truncated, info = env.diff_step(policy.to_env_action(actions))
         for i in range(env.num_envs):
-            running[i] = running[i] + discount[i] * rewards[i]
+            running[i] = running[i] + discount[i] * (rewards[i] + extra[i])
             discount[i] *= gamma
             if terminated[i] or truncated[i] or k == model.n_steps - 1:
                 final = policy.normalize(info["final_obs"][i : i + 1])

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch as th
-from test_rpo_exactness import N_ENVS, N_STEPS  # and its EndingPendulum-v0: episodes that end both ways in a window
+from test_rpo_exactness import N_ENVS, N_STEPS, bptt_gradient  # and its EndingPendulum-v0 (ends both ways)
 
 from sb3_rpo import RPO, SAPO, make_diff_vec_env
 from sb3_rpo.rpo.policies import squashed_entropy_estimate
@@ -48,31 +48,15 @@ def make_sapo(**kwargs):
 
 def soft_bptt_gradient(model, env, obs):
     """Plain BPTT of sum_k gamma^k (r_k + alpha E_k) + gamma^H V, step by step, with an independent entropy formula."""
-    policy, gamma, alpha = model.policy, model.gamma, model.ent_coef_value
-    low, high = policy.action_low, policy.action_high
+    alpha, low, high = model.ent_coef_value, model.policy.action_low, model.policy.action_high
     target, scale = model.target_entropy, abs(model.target_entropy - math.log(2.0))  # Pendulum's Box: [-2, 2]
-    objective, running, discount = 0.0, [0.0] * env.num_envs, [1.0] * env.num_envs
-    ended = {"terminated": 0, "truncated": 0}
-    for k in range(model.n_steps):
-        mean, std = policy.actor(policy.normalize(obs))
-        actions = mean + std * th.randn_like(mean)
-        x = mean + std * th.randn_like(mean)  # the entropy's fresh sample
+
+    def soft_entropy(mean, std, noise):
+        x = mean + std * noise  # the entropy's fresh sample
         log_density = th.distributions.Normal(mean, std).log_prob(x) - th.log1p(-(th.tanh(x) ** 2)) - th.log((high - low) / 2)
-        entropy = -log_density.sum(-1)
-        soft = alpha * (entropy - target) / (2 * scale)
-        obs, rewards, terminated, truncated, info = env.diff_step(policy.to_env_action(actions))
-        for i in range(env.num_envs):
-            running[i] = running[i] + discount[i] * (rewards[i] + soft[i])
-            discount[i] *= gamma
-            if terminated[i] or truncated[i] or k == model.n_steps - 1:
-                final = policy.normalize(info["final_obs"][i : i + 1])
-                bootstrap = 0.0 if terminated[i] else policy.values(final, target=True).mean()
-                objective = objective + running[i] + discount[i] * bootstrap
-            if terminated[i] or truncated[i]:
-                ended["terminated" if terminated[i] else "truncated"] += 1
-                running[i], discount[i] = 0.0, 1.0
-    loss = -objective / (model.n_steps * env.num_envs)
-    return th.autograd.grad(loss, list(policy.actor.parameters())), ended
+        return alpha * (-log_density.sum(-1) - target) / (2 * scale)
+
+    return bptt_gradient(model, env, obs, bonus=soft_entropy)
 
 
 def sapo_step_gradient(model, env, mutate=None):
