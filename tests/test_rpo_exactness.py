@@ -44,8 +44,11 @@ def make_model(**kwargs):
         "policy_kwargs": dict(net_arch=[16, 16]),
         **kwargs,
     }
-    model = RPO("MlpPolicy", env, **kwargs)
-    # Non-trivial observation statistics and target critics, so that both enter the comparison.
+    return perturbed(RPO("MlpPolicy", env, **kwargs), env)
+
+
+def perturbed(model, env):
+    """``model`` with non-trivial observation statistics and target critics, so that both enter the comparison."""
     model.policy.obs_normalizer.update(th.randn(50, 3, dtype=th.float64) * 2 + 0.5)
     with th.no_grad():
         for p in model.policy.critic_target.parameters():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch as th
-from test_rpo_exactness import N_ENVS, N_STEPS, bptt_gradient  # and its EndingPendulum-v0 (ends both ways)
+from test_rpo_exactness import N_ENVS, N_STEPS, bptt_gradient, perturbed  # and its EndingPendulum-v0 (ends both ways)
 
 from sb3_rpo import RPO, SAPO, make_diff_vec_env
 from sb3_rpo.rpo.policies import squashed_entropy_estimate
@@ -37,13 +37,7 @@ def test_squashed_entropy_matches_quadrature_and_collapses_when_saturated():
 def make_sapo(**kwargs):
     env = make_diff_vec_env("EndingPendulum-v0", n_envs=N_ENVS, seed=3, dtype=th.float64)
     kwargs = {"n_steps": N_STEPS, "seed": 0, "device": "cpu", "policy_kwargs": dict(net_arch=[16, 16]), **kwargs}
-    model = SAPO("MlpPolicy", env, ent_coef="auto_0.3", **kwargs)
-    model.policy.obs_normalizer.update(th.randn(50, 3, dtype=th.float64) * 2 + 0.5)
-    with th.no_grad():
-        for p in model.policy.critic_target.parameters():
-            p.add_(0.1 * th.randn_like(p))
-    model._last_obs_t = env.diff_reset().detach()
-    return model, env
+    return perturbed(SAPO("MlpPolicy", env, ent_coef="auto_0.3", **kwargs), env)
 
 
 def soft_bptt_gradient(model, env, obs):

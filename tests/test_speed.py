@@ -9,6 +9,7 @@ from extras import require_extra
 from stable_baselines3.common.utils import polyak_update
 from torch import nn
 
+from benchmarks.iteration_speed import LoopedCriticEnsemble, looped_critic_fit
 from sb3_rpo import RPO, make_diff_vec_env
 from sb3_rpo.rpo.policies import CriticEnsemble, _mlp
 
@@ -97,22 +98,6 @@ def test_orthogonal_init():
         assert th.count_nonzero(bias) == 0
 
 
-def looped_critic_fit(model: RPO, nets: nn.ModuleList, buffer) -> None:
-    """The per-critic update as before issue 14: one randperm per pass, a forward per member, one summed loss."""
-    params = list(nets.parameters())
-    lr = model.policy.critic.optimizer.param_groups[0]["lr"]
-    optimizer = th.optim.AdamW(params, **{**model.policy.optimizer_kwargs, "lr": lr})
-    size, batch_size = buffer.size, -(-buffer.size // model.n_critic_batches)
-    observations, returns = buffer.observations.reshape(size, -1), buffer.returns.reshape(size)
-    for _ in range(model.n_critic_iterations):
-        indices = th.randperm(size)
-        for start in range(0, size, batch_size):
-            idx = indices[start : start + batch_size]
-            values = th.stack([net(observations[idx]).squeeze(-1) for net in nets])
-            loss = ((values - returns[idx].unsqueeze(0)) ** 2).mean(-1).sum()
-            model._finite_step(loss, optimizer, params)
-
-
 def test_fused_critic_update_equals_the_loop():
     model = RPO(
         "MlpPolicy",
@@ -133,8 +118,12 @@ def test_fused_critic_update_equals_the_loop():
 
     th.manual_seed(7)
     losses = model.fit_critics(buffer)
+    reference = LoopedCriticEnsemble(3, [16, 16], nn.SiLU, True, 3)  # the benchmark's "before", on the same weights
+    reference.members = nets
+    lr = critic.optimizer.param_groups[0]["lr"]
+    optimizer = th.optim.AdamW(nets.parameters(), **{**model.policy.optimizer_kwargs, "lr": lr})
     th.manual_seed(7)
-    looped_critic_fit(model, nets, buffer)
+    looped_critic_fit(model, reference, optimizer, buffer)
     assert len(losses) == 3 * 3
     assert all(not th.allclose(p, q) for p, q in zip(critic.parameters(), before, strict=True))
     fitted = independent_mlps(critic, 3, [16, 16], True)
