@@ -87,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--seeds", nargs="+", help="seeds to run, e.g. 0-4 7 (default: the study's)")
     run.add_argument("--tasks", nargs="+", help="task names (default: all)")
     run.add_argument("--methods", nargs="+", help="method names (default: all)")
-    run.add_argument("--jobs", type=int, default=1, help="runs at a time, one process and one torch thread each")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time, one process and one torch thread each (0: one after the other in this process)",
+    )
     run.add_argument("--logs", type=Path, default=LOGS_DIR, help="folder of the runs' logs (default: %(default)s)")
     run.add_argument("--dry-run", action="store_true", help="only list the pending runs")
 

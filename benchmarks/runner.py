@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,17 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
     return path
 
 
+def _run_here(study: Study, run: Run, results: Path) -> bool:
+    """``run_one`` in this process; a failure is reported (with its traceback) and counted, as a process's would be."""
+    try:
+        run_one(study, run, results)
+    except Exception:
+        print(f"FAILED {run}:\n{traceback.format_exc()}", flush=True)
+        return False
+    print(f"done   {run}", flush=True)
+    return True
+
+
 def run_study(
     study: Study,
     runs: list[Run],
@@ -103,8 +115,9 @@ def run_study(
     dry_run: bool = False,
 ) -> int:
     """
-    Run the pending ``runs`` of ``study``, ``jobs`` processes at a time; finished runs (result file present) and
-    runs of methods that cannot run here are skipped. Returns the number of runs that failed.
+    Run the pending ``runs`` of ``study``, ``jobs`` processes at a time (``jobs=0``: one after the other in this
+    process, for debugging and for studies so small that starting a process costs more than the run); finished runs
+    (result file present) and runs of methods that cannot run here are skipped. Returns the number of runs that failed.
     """
     from benchmarks.methods import unavailable
 
@@ -114,11 +127,14 @@ def run_study(
         print(f"skipping method {name}: {why}", flush=True)
     pending = [run for run in runs if not run.path(results).exists() and run.method not in skipped]
     done = sum(run.path(results).exists() for run in runs)
-    print(f"study {study.name}: {len(runs)} runs, {done} finished, {len(pending)} to run, {jobs} at a time", flush=True)
+    at_a_time = f"{jobs} at a time" if jobs else "in this process"
+    print(f"study {study.name}: {len(runs)} runs, {done} finished, {len(pending)} to run, {at_a_time}", flush=True)
     if dry_run:
         for run in pending:
             print(f"  {run}")
         return 0
+    if jobs == 0:
+        return sum(not _run_here(study, run, results) for run in pending)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     repo = Path(__file__).resolve().parents[1]
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), environment.get("PYTHONPATH")]))

@@ -23,8 +23,6 @@ from sb3_rpo import RPO, make_diff_vec_env  # noqa: E402
 from sb3_rpo.sims.rewarped import TASKS, RewarpedVecEnv, fixed_dflex_hopper  # noqa: E402
 
 UNFIXED_HOPPER = "rewarped.envs.dflex.hopper:Hopper"
-# With --dist loadgroup, one xdist worker runs this file: warp then compiles its kernels once, not once per worker.
-pytestmark = pytest.mark.xdist_group("rewarped")
 
 
 @pytest.fixture(scope="module")
