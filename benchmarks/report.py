@@ -307,6 +307,15 @@ def verdict(rpo: float, other: float) -> str:
     return "met" if rpo < other else "missed"
 
 
+def seeds_verdict(rpo: list[dict[str, Any]], study: Study) -> str:
+    """The >= 90%-of-seeds aim: missed once too many runs failed, met only when every planned seed has run."""
+    planned = len(study.seeds)
+    failed = sum(run["steps_to_threshold"] is None for run in rpo)
+    if failed > planned - math.ceil(0.9 * planned):
+        return "missed"
+    return "met" if len(rpo) >= planned else f"open ({len(rpo)} of {planned} seeds run)"
+
+
 def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
     """The issue's aims, per task, measured on what has run."""
     lines = [
@@ -350,8 +359,7 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
                 missing = ", ".join(m for m in MODEL_FREE if m not in model_free)
                 steps_cell += f" (not yet run: {missing})"
                 seconds_cell += f" (not yet run: {missing})"
-        reached = sum(run["steps_to_threshold"] is not None for run in rpo)
-        seeds_cell = f"{reached}/{len(rpo)}" + (" met" if reached >= 0.9 * len(rpo) else " missed")
+        seeds_cell = f"{sum(run['steps_to_threshold'] is not None for run in rpo)}/{len(rpo)} " + seeds_verdict(rpo, study)
         lines.append(f"| {task.name} | {ratio} | {steps_cell} | {seconds_cell} | {seeds_cell} |")
     return lines if len(lines) > 2 else []
 

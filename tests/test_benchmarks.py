@@ -16,7 +16,7 @@ import pytest
 from extras import require_extra
 
 from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_hyperparams
-from benchmarks.report import CSV_COLUMNS, build_report, median_steps
+from benchmarks.report import CSV_COLUMNS, build_report, median_steps, seeds_verdict
 from benchmarks.runner import Run, planned_runs, write_json
 from benchmarks.studies import ablations
 from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM
@@ -145,6 +145,15 @@ def test_median_steps_counts_never_as_infinite():
     runs = [dict(steps_to_threshold=s) for s in (100, None, None)]
     assert median_steps(runs) == float("inf")
     assert median_steps([*runs[:2], dict(steps_to_threshold=50)]) == 100
+
+
+def test_seeds_aim_is_open_until_every_seed_has_run():
+    study = load_study("embedded")  # 10 seeds: the aim is >= 9 of them reaching the threshold
+    reached, never = dict(steps_to_threshold=1024), dict(steps_to_threshold=None)
+    assert seeds_verdict([reached] * 4, study) == "open (4 of 10 seeds run)"
+    assert seeds_verdict([reached] * 3 + [never], study) == "open (4 of 10 seeds run)"
+    assert seeds_verdict([reached] * 2 + [never] * 2, study) == "missed"  # at most 8 of 10 now
+    assert seeds_verdict([reached] * 9 + [never], study) == "met"
 
 
 def test_planned_runs_and_seeds():
