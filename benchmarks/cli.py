@@ -7,6 +7,7 @@ Command line of the benchmark runner: ``python -m benchmarks <command>``.
     python -m benchmarks run --study embedded --dry-run         # what would run
     python -m benchmarks report                                 # runs.csv, docs/benchmarks.md and its figures
     python -m benchmarks estimate                               # core-hours of what is left, from measured runs
+    python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo   # equal-budget Optuna search
     python -m benchmarks random --study mujoco                  # return of uniform random actions per task
 """
 
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runner import LOGS_DIR, RESULTS_DIR, Run, planned_runs, run_one, run_study
+from benchmarks.runner import LOGS_DIR, RESULTS_DIR, TUNING_DIR, Run, planned_runs, run_one, run_study
 from benchmarks.study import load_study, study_names
 
 
@@ -35,6 +36,10 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
 def _list(args: argparse.Namespace) -> None:
     for name in study_names():
         study = load_study(name)
+        if study.kind == "search":
+            print(f"{name} (search): {study.n_trials} trials per task and method, each on seeds {list(study.seeds)}")
+            print(f"  tasks: {', '.join(t.name for t in study.tasks)}; methods: {', '.join(m.name for m in study.methods)}")
+            continue
         runs = planned_runs(study)
         done = sum(run.path(args.results).exists() for run in runs)
         print(f"{name} ({study.kind}): {done}/{len(runs)} runs finished; seeds {list(study.seeds)}")
@@ -44,6 +49,8 @@ def _list(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     study = load_study(args.study)
+    if study.kind == "search":
+        raise SystemExit(f"{study.name} is a search study: python -m benchmarks tune --study {study.name} --task T --method M")
     runs = planned_runs(study, parse_seeds(args.seeds), args.tasks, args.methods)
     failed = run_study(study, runs, jobs=args.jobs, results=args.results, logs=args.logs, dry_run=args.dry_run)
     sys.exit(1 if failed else 0)
@@ -54,10 +61,23 @@ def _one(args: argparse.Namespace) -> None:
     run_one(study, Run(study.name, args.task, args.method, args.seed), results=args.results)
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from benchmarks.tuning import tune
+
+    study = load_study(args.study)
+    if study.kind != "search":
+        raise SystemExit(f"{study.name} is not a search study; search studies: {', '.join(search_study_names())}")
+    tune(study, study.task(args.task), study.method(args.method), max_trials=args.trials, tuning_dir=args.tuning)
+
+
+def search_study_names() -> list[str]:
+    return [name for name in study_names() if load_study(name).kind == "search"]
+
+
 def _report(args: argparse.Namespace) -> None:
     from benchmarks.report import build_report
 
-    build_report(results=args.results, page=args.out, images=args.images, csv_path=args.csv, reps=args.reps)
+    build_report(args.results, args.out, args.images, args.csv, reps=args.reps, tuning=args.tuning)
 
 
 def _estimate(args: argparse.Namespace) -> None:
@@ -78,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the result files (default: %(default)s)")
+    parser.add_argument(
+        "--tuning", type=Path, default=TUNING_DIR, help="folder of the search studies' journals (default: %(default)s)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("list", help="the studies, their tasks, methods, seeds and how many runs are finished")
@@ -112,9 +135,16 @@ def main(argv: list[str] | None = None) -> None:
     estimate = commands.add_parser("estimate", help="core-hours of the pending runs, from the timings of finished runs")
     estimate.add_argument("--study", choices=study_names())
 
+    tune_parser = commands.add_parser("tune", help="trials of a search study for one task and method (benchmarks/tuning.py)")
+    tune_parser.add_argument("--study", required=True, choices=study_names())
+    tune_parser.add_argument("--task", required=True)
+    tune_parser.add_argument("--method", required=True)
+    tune_parser.add_argument("--trials", type=int, help="at most this many trials in this process (default: until n_trials)")
+
     random = commands.add_parser("random", help="mean return of uniform random actions on each task's eval env")
     random.add_argument("--study", required=True, choices=study_names())
     random.add_argument("--episodes", type=int, default=10)
 
     args = parser.parse_args(argv)
-    {"list": _list, "run": _run, "one": _one, "report": _report, "estimate": _estimate, "random": _random}[args.command](args)
+    handlers = dict(list=_list, run=_run, one=_one, report=_report, estimate=_estimate, tune=_tune, random=_random)
+    handlers[args.command](args)

@@ -45,7 +45,7 @@ CSV_COLUMNS = (
 )
 MODEL_FREE = ("ppo", "sac", "tqc", "crossq")
 COMMAND = "python -m benchmarks report"
-ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "timing", "probe", "smoke")
+ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "tuning", "entropy_screen", "timing", "probe")
 
 
 # ---------------------------------------------------------------------------- result files
@@ -562,8 +562,10 @@ def build_report(
     images: Path | None = None,
     csv_path: Path | None = None,
     reps: int = 2000,
+    tuning: Path | None = None,
 ) -> str:
-    """Write runs.csv, the page and its figures from the result files; returns the page."""
+    """Write runs.csv, the page and its figures from the result files (and the search studies' journals, in
+    ``tuning``, by default next to ``results``); returns the page."""
     root = Path(__file__).resolve().parents[1]
     page = page or root / "docs" / "benchmarks.md"
     images = images or page.parent / "images" / "benchmarks"
@@ -613,6 +615,9 @@ def build_report(
         "|---|---|---:|---|",
     ]
     for study in studies:
+        if study.kind == "search":
+            lines.append(f"| [{study.name}](#{study.name}) | {study.title} | trials below | `python -m benchmarks tune` |")
+            continue
         planned = planned_runs(study)
         done = sum(run.path(results).exists() for run in planned)
         command = f"python -m benchmarks run --study {study.name} --jobs 2"
@@ -649,6 +654,11 @@ def build_report(
             "",
         ]
         lines += [*protocol_table(study), ""]
+        if study.kind == "search":
+            from benchmarks.tuning import search_rows
+
+            lines += [*search_rows(study, tuning or results.parent / "tuning"), ""]
+            continue
         if study.kind == "timing":
             section = timing_section(study, [t for t in timings if t["study"] == study.name])
             lines += section or ["*No timing has run yet.*", ""]

@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmarks.study import Study
 
 RESULTS_DIR = Path(__file__).parent / "results" / "runs"
+TUNING_DIR = RESULTS_DIR.parent / "tuning"  # the search studies' Optuna journals (benchmarks/tuning.py)
 LOGS_DIR = Path(__file__).resolve().parents[1] / "logs" / "benchmarks"
 
 

@@ -134,13 +134,17 @@ class Study:
     :param description: What the study asks and how (markdown; printed in the report above its results)
     :param tasks: The tasks
     :param methods: The methods (every method on every task)
-    :param seeds: Training seeds (evaluation seeds are ``1000 + seed``)
+    :param seeds: Training seeds (evaluation seeds are ``1000 + seed``): below 100, or from 100 on when ``tuning``
     :param kind: ``comparison`` (learning runs), ``timing`` (time per iteration, gradient methods interleaved in one
-        process: one result file per task) or ``probe`` (short learning runs that only measure cost: the report uses
-        them for its estimates and shows no returns)
+        process: one result file per task), ``probe`` (short learning runs that only measure cost: the report uses
+        them for its estimates and shows no returns) or ``search`` (equal-budget Optuna search per task and method,
+        ``python -m benchmarks tune``: :mod:`benchmarks.tuning`)
     :param reference_method: The method the aggregate compares every other against (probability of improvement)
     :param heatmaps: Sweep figures (for a sweep study)
     :param timing_rounds: Rounds of alternating blocks of iterations (timing studies)
+    :param tuning: A study that chooses hyperparameters: its seeds are tuning seeds (from 100 on), disjoint from the
+        seeds of the studies that evaluate what it chose (a search study always is one)
+    :param n_trials: Trials per task and method of a search study, each of ``len(seeds)`` runs: the equal budget
     """
 
     name: str
@@ -153,16 +157,24 @@ class Study:
     reference_method: str = "rpo"
     heatmaps: tuple[Heatmap, ...] = ()
     timing_rounds: int = 10
+    tuning: bool = False
+    n_trials: int = 0
 
     def __post_init__(self) -> None:
         for names, what in (([t.name for t in self.tasks], "task"), ([m.name for m in self.methods], "method")):
             duplicates = {name for name in names if names.count(name) > 1}
             if duplicates:
                 raise ValueError(f"study {self.name!r}: duplicate {what} names {sorted(duplicates)}")
-        if any(seed >= TUNING_SEED_OFFSET for seed in self.seeds):
+        if self.kind not in ("comparison", "timing", "probe", "search"):
+            raise ValueError(f"study {self.name!r}: kind must be comparison, timing, probe or search, got {self.kind!r}")
+        if self.kind == "search" and not (self.tuning and self.n_trials > 0):
+            raise ValueError(f"search study {self.name!r} needs tuning=True and n_trials > 0")
+        if self.kind == "search" and any(method.algo not in GRADIENT_ALGOS for method in self.methods):
+            raise ValueError(f"search study {self.name!r}: the search spaces are those of {', '.join(GRADIENT_ALGOS)}")
+        if self.tuning and any(seed < TUNING_SEED_OFFSET for seed in self.seeds):
+            raise ValueError(f"tuning study {self.name!r}: seeds must be >= {TUNING_SEED_OFFSET} (evaluation seeds are below)")
+        if not self.tuning and any(seed >= TUNING_SEED_OFFSET for seed in self.seeds):
             raise ValueError(f"study {self.name!r}: training seeds must be < {TUNING_SEED_OFFSET} (tuning seeds start there)")
-        if self.kind not in ("comparison", "timing", "probe"):
-            raise ValueError(f"study {self.name!r}: kind must be 'comparison', 'timing' or 'probe', got {self.kind!r}")
 
     def task(self, name: str) -> Task:
         return next(task for task in self.tasks if task.name == name)

@@ -257,3 +257,38 @@ def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
     assert (tmp_path / "img" / "sweeps_Pendulum_clip_low_clip_high.png").stat().st_size > 0
     assert (tmp_path / "img" / "sweeps_Pendulum_kl_coef_n_epochs.png").stat().st_size > 0
     assert "| shac | 512 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 0.50 |" in text
+
+
+def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trials(tmp_path):
+    """`tune`: trials on the tuning seeds under the protocol, the objective their lower quartile, an equal budget."""
+    import socket
+
+    import optuna
+
+    from benchmarks.studies._methods import RPO, SHAC
+    from benchmarks.tuning import finished_trials, load_search, objective_value, search_rows, tune
+
+    task = replace(PENDULUM, budget=512, eval_every=256, n_eval_episodes=2)
+    study = Study("search", "s", "", (task,), (RPO, SHAC), seeds=(100, 101), kind="search", tuning=True, n_trials=2)
+    with pytest.raises(ValueError, match="tuning=True"):
+        Study("x", "x", "", (task,), (RPO,), seeds=(100,), kind="search", n_trials=2)
+    with pytest.raises(ValueError, match="seeds must be >= 100"):
+        Study("x", "x", "", (task,), (RPO,), seeds=(0,), kind="search", tuning=True, n_trials=2)
+
+    with patch("optuna.samplers.TPESampler", lambda seed: optuna.samplers.RandomSampler(seed=seed)):
+        search = tune(study, task, RPO, tuning_dir=tmp_path)
+        trials = finished_trials(search)
+        assert len(trials) == 2
+        for trial in trials:
+            scores = [trial.user_attrs[f"seed{seed}"]["score"] for seed in study.seeds]
+            assert trial.value == pytest.approx(objective_value(scores)) and objective_value(scores) <= np.median(scores)
+            assert "n_epochs" in trial.user_attrs["hyperparams"]  # RPO's space
+        # A worker that died mid-trial leaves it running: the next start on this host marks it failed.
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        stale = search.ask()
+        stale.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
+        tune(study, task, RPO, tuning_dir=tmp_path)  # the budget is spent: no new trial
+        search, _ = load_search(study, task, RPO, tmp_path)
+        assert [trial.state.name for trial in search.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    rows = "\n".join(search_rows(study, tmp_path))
+    assert "| Pendulum | RPO | 2/2 |" in rows and "| Pendulum | SHAC | 0/2 |" in rows

@@ -1,0 +1,21 @@
+from benchmarks.studies._methods import RPO, SAPO, SHAC
+from benchmarks.studies._tasks import EMBEDDED
+from benchmarks.study import Study
+
+STUDY = Study(
+    name="tuning",
+    title="Equal-budget tuning of RPO, SHAC and SAPO",
+    description="""\
+Optuna (TPE, median pruner) over each gradient method's search space of `sb3_rpo.zoo.hyperparams_opt` (the spaces
+of `python -m sb3_rpo.zoo train -optimize`, docs/tuning.md), the same number of trials for every method on every
+embedded task, each trial trained under the benchmark protocol on the three tuning seeds 100-102 (disjoint from the
+evaluation seeds 0-9). Objective: the lower quartile over the seeds of the normalized area under the learning curve
+(`benchmarks/tuning.py`). A chosen setting goes into `hyperparams/<algo>.yml` with a comment naming this study, and
+is then evaluated by the `embedded` study on seeds 0-9.""",
+    tasks=EMBEDDED,
+    methods=(RPO, SHAC, SAPO),
+    seeds=(100, 101, 102),
+    kind="search",
+    tuning=True,
+    n_trials=20,
+)

@@ -1,0 +1,183 @@
+"""
+Equal-budget hyperparameter search of the gradient methods (GitHub issue 11): Optuna over the zoo's search spaces
+(``sb3_rpo.zoo.hyperparams_opt``), every trial trained under the benchmark protocol on the study's tuning seeds.
+
+    python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo              # until n_trials are done
+    python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo --trials 2   # at most 2 more here
+
+A search study (``kind="search"``) fixes, before any trial, the tasks, the methods, the tuning seeds (from 100 on,
+disjoint from every evaluation study's seeds) and ``n_trials``: every method gets the same number of trials, each of
+``len(seeds)`` runs of the task's budget, so the budget is equal by construction. A trial's score on one seed is its
+normalized area under the learning curve (the mean over its evaluations of the task's normalized score, the raw
+return on a task without normalization): fast, stable learning scores high, and a run that never reaches the
+threshold still ranks. Its objective is the lower quartile of the seeds' scores (maximized), so that a setting that
+fails on one seed in four loses against one that works on all. After each seed the objective so far goes to Optuna's
+median pruner.
+
+Trials live in an Optuna journal per (task, method), ``benchmarks/results/tuning/<study>/<task>/<method>.log``:
+commit it as it grows, and any machine continues the search (a trial whose process died is marked failed when
+its host starts the next one; failed trials do not count towards ``n_trials``). Each trial's user attributes hold
+the hyperparameters it trained with and a summary of each seed's run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.methods import gradient_hyperparams, jsonable
+from benchmarks.runner import TUNING_DIR
+from benchmarks.study import Method, Study, Task
+
+# Numerical failures of a trial's settings: the trial fails (and is resampled), the search goes on; anything else is a bug.
+TRIAL_ERRORS = (ArithmeticError, ValueError, AssertionError)
+
+
+def journal_path(study: Study, task: Task, method: Method, tuning_dir: Path = TUNING_DIR) -> Path:
+    return tuning_dir / study.name / task.name / f"{method.name}.log"
+
+
+def run_score(task: Task, run: dict[str, Any]) -> float:
+    """A run's normalized area under its learning curve: the mean normalized eval return over its evaluations."""
+    returns = [record["mean_return"] for record in run["evals"]]
+    return float(np.mean([task.normalize(value) for value in returns] if task.normalized else returns))
+
+
+def objective_value(scores: list[float]) -> float:
+    """The lower quartile of the seeds' scores."""
+    return float(np.percentile(scores, 25))
+
+
+def trial_method(task: Task, method: Method, sampled: dict[str, Any]) -> Method:
+    """``method`` with a sampler's hyperparameters: ``net_arch`` joins the entry's ``policy_kwargs`` (as in the zoo)."""
+    sampled = dict(sampled)
+    overrides: dict[str, Any] = {**method.overrides, **sampled}
+    if "net_arch" in sampled:
+        entry, _ = gradient_hyperparams(task, method)
+        overrides.pop("net_arch")
+        overrides["policy_kwargs"] = {**entry["policy_kwargs"], "net_arch": sampled["net_arch"]}
+    return Method(method.name, method.algo, overrides=overrides, label=method.label)
+
+
+def _sampler(algo: str) -> Any:
+    from sb3_rpo.zoo import hyperparams_opt
+
+    return getattr(hyperparams_opt, f"sample_{algo}_params")
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _fail_dead_trials(search: Any, storage: Any) -> None:
+    """Mark failed the running trials of this host whose process is gone (a journal has no heartbeat)."""
+    from optuna.trial import TrialState
+
+    host, study_id = socket.gethostname(), storage.get_study_id_from_name(search.study_name)
+    for trial in search.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_search(
+    study: Study, task: Task, method: Method, tuning_dir: Path = TUNING_DIR, create: bool = False
+) -> tuple[Any, Any]:
+    """The Optuna study of (``task``, ``method``) and its storage, or (None, None) when it has no journal and
+    ``create`` is False."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = journal_path(study, task, method, tuning_dir)
+    if not path.exists() and not create:
+        return None, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    return optuna.create_study(
+        study_name=f"{study.name}-{task.name}-{method.name}",
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=study.seeds[0]),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
+    ), storage
+
+
+def finished_trials(search: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return search.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def tune(study: Study, task: Task, method: Method, max_trials: int | None = None, tuning_dir: Path = TUNING_DIR) -> Any:
+    """Run trials of (``task``, ``method``) until ``study.n_trials`` are finished (at most ``max_trials`` here)."""
+    import optuna
+
+    from benchmarks.protocol import train_run
+
+    search, storage = load_search(study, task, method, tuning_dir, create=True)
+    _fail_dead_trials(search, storage)
+    sampler = _sampler(method.algo)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", _worker())
+        sampled = sampler(trial, 0, 0, {})
+        candidate = trial_method(task, method, sampled)
+        trial.set_user_attr("hyperparams", jsonable(candidate.overrides))
+        scores = []
+        for step, seed in enumerate(study.seeds):
+            run = train_run(study, task, candidate, seed)
+            scores.append(run_score(task, run))
+            summary = {key: run[key] for key in ("final_return", "best_return", "steps_to_threshold", "train_seconds")}
+            trial.set_user_attr(f"seed{seed}", {**summary, "score": scores[-1]})
+            print(f"  trial {trial.number}, seed {seed}: score {scores[-1]:.3f}, final {run['final_return']:.1f}", flush=True)
+            trial.report(objective_value(scores), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return objective_value(scores)
+
+    ran = 0
+    while len(finished_trials(search)) < study.n_trials and (max_trials is None or ran < max_trials):
+        search.optimize(objective, n_trials=1, catch=TRIAL_ERRORS)
+        ran += 1
+        last = search.trials[-1]
+        print(f"{study.name}/{task.name}/{method.name}: trial {last.number} {last.state.name} {last.value}", flush=True)
+    return search
+
+
+def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
+    """The report's table of a search study: per task and method, the trials finished and the best one."""
+    lines = [
+        "| task | method | trials finished | best objective (lower quartile of the seeds' scores) | best trial's "
+        "hyperparameters | command |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for task in study.tasks:
+        for method in study.methods:
+            search, _ = load_search(study, task, method, tuning_dir)
+            trials = [] if search is None else finished_trials(search)
+            completed = [trial for trial in trials if trial.value is not None and trial.state.name == "COMPLETE"]
+            best = max(completed, key=lambda trial: trial.value) if completed else None
+            command = f"python -m benchmarks tune --study {study.name} --task {task.name} --method {method.name}"
+            value = f"{best.value:.3f} (trial {best.number})" if best else ""
+            params = f"`{best.user_attrs['hyperparams']}`" if best else ""
+            done = f"{len(trials)}/{study.n_trials}"
+            lines.append(f"| {task.name} | {method.display} | {done} | {value} | {params} | `{command}` |")
+    return lines
