@@ -177,12 +177,25 @@ def protocol_table(study: Study) -> list[str]:
     return lines
 
 
+def relapse_fraction(runs: list[dict[str, Any]], threshold: float) -> float | None:
+    """Of the evaluations after a run first reached the threshold, the fraction below it again (pooled over the runs
+    that reached it; None when none did): how well a method keeps what it learned."""
+    later = []
+    for run in runs:
+        returns = [record["mean_return"] for record in run["evals"]]
+        first = next((i for i, value in enumerate(returns) if value >= threshold), None)
+        if first is not None:
+            later += [value < threshold for value in returns[first + 1 :]]
+    return float(np.mean(later)) if later else None
+
+
 def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
     reach = task.threshold is not None
     header = "| method | seeds | final return: mean ± std | median | min | best eval (mean) "
     header += "| reached | env steps to threshold: median (min-max) | train s to threshold (median) " if reach else ""
+    header += "| later evals below threshold " if reach else ""
     header += "| train s (mean) | hyperparameters |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if reach else "") + "---:|---|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if reach else "") + "---:|---|"]
     for method in study.methods:
         runs = by_method.get(method.name)
         if not runs:
@@ -198,6 +211,8 @@ def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any
             span = f" ({fmt(min(steps), 0)}-{fmt(max(steps), 0)})" if reached else ""
             seconds = [run["seconds_to_threshold"] if run["seconds_to_threshold"] is not None else math.inf for run in runs]
             row += f"| {len(reached)}/{len(runs)} | {fmt(median_steps(runs), 0)}{span} | {fmt(float(np.median(seconds)))} "
+            relapse = relapse_fraction(runs, task.threshold)  # type: ignore[arg-type]
+            row += f"| {'—' if relapse is None else f'{relapse:.0%}'} "
         sources = sorted({run["hyperparams_source"] for run in runs})
         row += f"| {np.mean([run['train_seconds'] for run in runs]):.0f} | {'; '.join(sources)} |"
         lines.append(row)
@@ -606,8 +621,10 @@ def build_report(
         "that crosses it (SB3's EvalCallback). A run reaches the threshold at its first evaluation with a mean return "
         "at or above it; seconds to the threshold are training wall-clock, evaluations excluded. Medians of env steps "
         'to the threshold count a run that never reached it as infinitely many ("never" when half or more did not). '
-        "Each run is its own process with one torch thread; runs share the machine, so wall-clock columns are noisy "
-        "(the `timing` study measures time per iteration interleaved in one process).",
+        '"Later evals below threshold": of the evaluations after a run first reached the threshold, the share below '
+        "it again (pooled over the runs that reached it). Each run is its own process with one torch thread; runs "
+        "share the machine, so wall-clock columns are noisy (the `timing` study measures time per iteration "
+        "interleaved in one process).",
         "",
         "## Studies",
         "",

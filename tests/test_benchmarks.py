@@ -16,7 +16,7 @@ import pytest
 from extras import require_extra
 
 from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_hyperparams
-from benchmarks.report import CSV_COLUMNS, build_report, median_steps, seeds_verdict
+from benchmarks.report import CSV_COLUMNS, build_report, median_steps, relapse_fraction, seeds_verdict
 from benchmarks.runner import Run, planned_runs, write_json
 from benchmarks.studies import ablations
 from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM
@@ -145,6 +145,15 @@ def test_median_steps_counts_never_as_infinite():
     runs = [dict(steps_to_threshold=s) for s in (100, None, None)]
     assert median_steps(runs) == float("inf")
     assert median_steps([*runs[:2], dict(steps_to_threshold=50)]) == 100
+
+
+def test_relapse_fraction_counts_evaluations_after_the_first_reach():
+    def run(*returns):
+        return dict(evals=[dict(mean_return=value) for value in returns])
+
+    # after the first reach: (-50, -496, -60) and (-40,): one of four below -100
+    assert relapse_fraction([run(-400, -90, -50, -496, -60), run(-300, -95, -40), run(-500, -400)], -100.0) == 0.25
+    assert relapse_fraction([run(-500, -400)], -100.0) is None
 
 
 def test_seeds_aim_is_open_until_every_seed_has_run():
