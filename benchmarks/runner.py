@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.study import Study
+from benchmarks.study import Method, Study, Task, load_study
 
 RESULTS_DIR = Path(__file__).parent / "results" / "runs"
 TUNING_DIR = RESULTS_DIR.parent / "tuning"  # the search studies' Optuna journals (benchmarks/tuning.py)
@@ -85,7 +85,8 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
     if run.method is None:
         content = time_iterations(study, task)
     else:
-        content = train_run(study, task, study.method(run.method), run.seed)
+        method = study.method(run.method)
+        content = identical_run(study, task, method, run.seed, results) or train_run(study, task, method, run.seed)
         print(
             f"{run}: final {content['final_return']:.1f} after {content['final_steps']} steps, "
             f"threshold at {content['steps_to_threshold']} steps, {content['train_seconds']:.0f} s of training",
@@ -94,6 +95,40 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
     path = run.path(results)
     write_json(path, content)
     return path
+
+
+def _protocol(task: Task, method: Method) -> tuple:
+    """What a run's training and evaluations depend on besides its algorithm, hyperparameters and seed."""
+    train_env = (task.diff_env_id, task.diff_env_kwargs) if method.gradient else (task.gym_env_id, {})
+    return (*train_env, task.eval_id, task.budget_of(method.name), task.eval_every, task.n_eval_episodes, task.threshold)
+
+
+def identical_run(study: Study, task: Task, method: Method, seed: int, results: Path = RESULTS_DIR) -> dict | None:
+    """
+    The result of a finished run of another study that is this run (same algorithm, hyperparameters, seed, task
+    protocol), as this study's run; None if there is none. A run is deterministic given these (the smoke test checks
+    it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead of repeating them.
+    """
+    from benchmarks.methods import hyperparams, jsonable
+
+    wanted = None
+    for path in sorted(results.glob(f"*/*/*/seed{seed}.json")):
+        if path.parts[-4] == study.name:
+            continue
+        content = json.loads(path.read_text())
+        try:
+            other = load_study(content["study"])
+            other_task, other_method = other.task(content["task"]), other.method(content["method"])
+        except (SystemExit, StopIteration, KeyError):  # a study, task or method that no longer exists
+            continue
+        if other_method.algo != method.algo or _protocol(other_task, other_method) != _protocol(task, method):
+            continue
+        wanted = wanted if wanted is not None else jsonable(hyperparams(task, method)[0])
+        if content["hyperparams"] == wanted and "reused_from" not in content:
+            source = path.relative_to(results).as_posix()
+            print(f"{study.name}/{task.name}/{method.name}/seed{seed}: the same run as {source}, reused", flush=True)
+            return {**content, "study": study.name, "task": task.name, "method": method.name, "reused_from": source}
+    return None
 
 
 def _run_here(study: Study, run: Run, results: Path) -> bool:

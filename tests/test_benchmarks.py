@@ -147,6 +147,25 @@ def test_median_steps_counts_never_as_infinite():
     assert median_steps([*runs[:2], dict(steps_to_threshold=50)]) == 100
 
 
+def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
+    from benchmarks.methods import hyperparams, jsonable
+    from benchmarks.runner import identical_run
+
+    ablation_study, rpo = load_study("ablations"), load_study("embedded").method("rpo")
+    entry = jsonable(hyperparams(PENDULUM, rpo)[0])
+    finished = dict(study="embedded", task="Pendulum", method="rpo", seed=3, hyperparams=entry)
+    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), {**finished, "final_return": -150.0})
+    reused = identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 3, tmp_path)
+    assert reused is not None and reused["final_return"] == -150.0
+    assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/Pendulum/rpo/seed3.json")
+    # another method, seed or task protocol, or other hyperparameters: trained, not reused
+    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
+    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 4, tmp_path) is None
+    assert identical_run(ablation_study, replace(PENDULUM, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
+    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
+    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 3, tmp_path) is None
+
+
 def test_relapse_fraction_counts_evaluations_after_the_first_reach():
     def run(*returns):
         return dict(evals=[dict(mean_return=value) for value in returns])
