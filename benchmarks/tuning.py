@@ -162,11 +162,15 @@ def tune(study: Study, task: Task, method: Method, max_trials: int | None = None
     return search
 
 
+def _short(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
 def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
     """The report's table of a search study: per task and method, the trials finished and the best one."""
     lines = [
         "| task | method | trials finished | best objective (lower quartile of the seeds' scores) | best trial's "
-        "hyperparameters | command |",
+        "parameters (the search space's names) | command |",
         "|---|---|---:|---:|---|---|",
     ]
     for task in study.tasks:
@@ -177,7 +181,7 @@ def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
             best = max(completed, key=lambda trial: trial.value) if completed else None
             command = f"python -m benchmarks tune --study {study.name} --task {task.name} --method {method.name}"
             value = f"{best.value:.3f} (trial {best.number})" if best else ""
-            params = f"`{best.user_attrs['hyperparams']}`" if best else ""
+            params = ", ".join(f"`{key}={_short(x)}`" for key, x in best.params.items()) if best else ""
             done = f"{len(trials)}/{study.n_trials}"
             lines.append(f"| {task.name} | {method.display} | {done} | {value} | {params} | `{command}` |")
     return lines
