@@ -7,6 +7,7 @@ study (commit the result files as they come).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -109,7 +110,16 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
     protocol), as this study's run; None if there is none. A run is deterministic given these (the smoke test checks
     it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead of repeating them.
     """
-    from benchmarks.methods import hyperparams, jsonable
+    from benchmarks.methods import algo_class, hyperparams, jsonable
+
+    defaults = {
+        name: jsonable(parameter.default)
+        for name, parameter in inspect.signature(algo_class(method.algo)).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+    def effective(kwargs: dict) -> dict:  # an argument set to its default is the same run as one left out
+        return {key: value for key, value in kwargs.items() if key not in defaults or defaults[key] != value}
 
     wanted = None
     for path in sorted(results.glob(f"*/*/*/seed{seed}.json")):
@@ -123,8 +133,8 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
             continue
         if other_method.algo != method.algo or _protocol(other_task, other_method) != _protocol(task, method):
             continue
-        wanted = wanted if wanted is not None else jsonable(hyperparams(task, method)[0])
-        if content["hyperparams"] == wanted and "reused_from" not in content:
+        wanted = wanted if wanted is not None else effective(jsonable(hyperparams(task, method)[0]))
+        if effective(content["hyperparams"]) == wanted and "reused_from" not in content:
             source = path.relative_to(results).as_posix()
             print(f"{study.name}/{task.name}/{method.name}/seed{seed}: the same run as {source}, reused", flush=True)
             return {**content, "study": study.name, "task": task.name, "method": method.name, "reused_from": source}

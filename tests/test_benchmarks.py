@@ -158,6 +158,9 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     reused = identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 3, tmp_path)
     assert reused is not None and reused["final_return"] == -150.0
     assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/Pendulum/rpo/seed3.json")
+    # the sweeps' shipped band is RPO's default, set explicitly: the same run
+    sweeps = load_study("sweeps")
+    assert identical_run(sweeps, PENDULUM, sweeps.method("clip_0.8_1"), 3, tmp_path)["reused_from"] == reused["reused_from"]
     # another method, seed or task protocol, or other hyperparameters: trained, not reused
     assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
     assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 4, tmp_path) is None
