@@ -52,13 +52,13 @@ def _run(args: argparse.Namespace) -> None:
     if study.kind == "search":
         raise SystemExit(f"{study.name} is a search study: python -m benchmarks tune --study {study.name} --task T --method M")
     runs = planned_runs(study, parse_seeds(args.seeds), args.tasks, args.methods)
-    failed = run_study(study, runs, jobs=args.jobs, results=args.results, logs=args.logs, dry_run=args.dry_run)
+    failed = run_study(study, runs, args.jobs, args.results, args.logs, dry_run=args.dry_run, reuse=not args.no_reuse)
     sys.exit(1 if failed else 0)
 
 
 def _one(args: argparse.Namespace) -> None:
     study = load_study(args.study)
-    run_one(study, Run(study.name, args.task, args.method, args.seed), results=args.results)
+    run_one(study, Run(study.name, args.task, args.method, args.seed), results=args.results, reuse=not args.no_reuse)
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -118,12 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     run.add_argument("--logs", type=Path, default=LOGS_DIR, help="folder of the runs' logs (default: %(default)s)")
     run.add_argument("--dry-run", action="store_true", help="only list the pending runs")
+    no_reuse = "train every run, even one that another study has already made (by default its result is copied)"
+    run.add_argument("--no-reuse", action="store_true", help=no_reuse)
 
     one = commands.add_parser("one", help="one run in this process (what `run` starts)")
     one.add_argument("--study", required=True, choices=study_names())
     one.add_argument("--task", required=True)
     one.add_argument("--method", help="method name (none: the task's timing, for a timing study)")
     one.add_argument("--seed", type=int)
+    one.add_argument("--no-reuse", action="store_true", help=no_reuse)
 
     report = commands.add_parser("report", help="rebuild runs.csv, docs/benchmarks.md and its figures from the result files")
     root = Path(__file__).resolve().parents[1]

@@ -78,8 +78,8 @@ def planned_runs(
     ]
 
 
-def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
-    """Execute ``run`` in this process and write its result file."""
+def run_one(study: Study, run: Run, results: Path = RESULTS_DIR, reuse: bool = True) -> Path:
+    """Execute ``run`` in this process and write its result file (``reuse``: copy an :func:`identical_run` if any)."""
     from benchmarks.protocol import time_iterations, train_run
 
     task = study.task(run.task)
@@ -87,7 +87,8 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR) -> Path:
         content = time_iterations(study, task)
     else:
         method = study.method(run.method)
-        content = identical_run(study, task, method, run.seed, results) or train_run(study, task, method, run.seed)
+        content = identical_run(study, task, method, run.seed, results) if reuse else None
+        content = content or train_run(study, task, method, run.seed)
         print(
             f"{run}: final {content['final_return']:.1f} after {content['final_steps']} steps, "
             f"threshold at {content['steps_to_threshold']} steps, {content['train_seconds']:.0f} s of training",
@@ -141,10 +142,10 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
     return None
 
 
-def _run_here(study: Study, run: Run, results: Path) -> bool:
+def _run_here(study: Study, run: Run, results: Path, reuse: bool) -> bool:
     """``run_one`` in this process; a failure is reported (with its traceback) and counted, as a process's would be."""
     try:
-        run_one(study, run, results)
+        run_one(study, run, results, reuse)
     except Exception:
         print(f"FAILED {run}:\n{traceback.format_exc()}", flush=True)
         return False
@@ -159,11 +160,13 @@ def run_study(
     results: Path = RESULTS_DIR,
     logs: Path = LOGS_DIR,
     dry_run: bool = False,
+    reuse: bool = True,
 ) -> int:
     """
     Run the pending ``runs`` of ``study``, ``jobs`` processes at a time (``jobs=0``: one after the other in this
     process, for debugging and for studies so small that starting a process costs more than the run); finished runs
-    (result file present) and runs of methods that cannot run here are skipped. Returns the number of runs that failed.
+    (result file present) and runs of methods that cannot run here are skipped; with ``reuse``, a run that another
+    study has made is copied (:func:`identical_run`), not trained. Returns the number of runs that failed.
     """
     from benchmarks.methods import unavailable
 
@@ -180,7 +183,7 @@ def run_study(
             print(f"  {run}")
         return 0
     if jobs == 0:
-        return sum(not _run_here(study, run, results) for run in pending)
+        return sum(not _run_here(study, run, results, reuse) for run in pending)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     repo = Path(__file__).resolve().parents[1]
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), environment.get("PYTHONPATH")]))
@@ -191,6 +194,7 @@ def run_study(
         while queue and len(running) < jobs:
             run = queue.pop(0)
             command = [sys.executable, "-m", "benchmarks", "--results", str(results), "one", "--study", study.name]
+            command += [] if reuse else ["--no-reuse"]
             command += ["--task", run.task] + ([] if run.method is None else ["--method", run.method, "--seed", str(run.seed)])
             run.log(logs).parent.mkdir(parents=True, exist_ok=True)
             with open(run.log(logs), "w") as log:
