@@ -45,7 +45,7 @@ CSV_COLUMNS = (
 )
 MODEL_FREE = ("ppo", "sac", "tqc", "crossq")
 COMMAND = "python -m benchmarks report"
-ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "tuning", "entropy_screen", "timing", "probe")
+ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "tuning", "cartpole_screen", "timing", "probe")
 
 
 # ---------------------------------------------------------------------------- result files
