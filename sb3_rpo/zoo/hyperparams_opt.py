@@ -19,11 +19,22 @@ NET_ARCH = {"tiny": [32, 32], "small": [64, 64], "medium": [128, 128], "large": 
 ENT_COEF = [0.0, 1e-3, 1e-2, "auto_0.01", "auto_0.1"]
 
 
+def _decaying_rates(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The learning rates as linear decays to 1e-5 (the references' schedule)."""
+    for key in ("learning_rate", "critic_learning_rate"):
+        if key in hyperparams:
+            hyperparams[key] = linear_schedule(hyperparams[key])
+    return hyperparams
+
+
 def convert_rpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
-    """Raw trial parameters of RPO or SHAC -> hyperparameters (the ``net_arch`` name becomes its layer list)."""
+    """Raw trial parameters of RPO or SHAC -> hyperparameters (the ``net_arch`` name becomes its layer list, the
+    learning rates decay linearly when ``lr_schedule`` is ``linear``)."""
     hyperparams = dict(sampled_params)
     if "net_arch" in hyperparams:
         hyperparams["net_arch"] = NET_ARCH[hyperparams["net_arch"]]
+    if hyperparams.pop("lr_schedule", "constant") == "linear":
+        _decaying_rates(hyperparams)
     return hyperparams
 
 
@@ -31,6 +42,8 @@ def _sample_shac_space(trial: optuna.Trial) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
         "critic_learning_rate": trial.suggest_float("critic_learning_rate", 1e-4, 1e-2, log=True),
+        # Constant, or decaying linearly to 1e-5 over training as in SHAC's and RPO's references.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "linear"]),
         # Window length H: longer windows see further but their gradients explode on chaotic dynamics.
         "n_steps": trial.suggest_categorical("n_steps", [8, 16, 32, 64]),
         "n_envs": trial.suggest_categorical("n_envs", [8, 16, 32, 64]),
@@ -41,7 +54,8 @@ def _sample_shac_space(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def sample_shac_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """SHAC search space: learning rates, window, number of envs, entropy, target-critic rate, network size."""
+    """SHAC search space: learning rates and their schedule, window, number of envs, entropy, target-critic rate,
+    network size."""
     return convert_rpo_params(_sample_shac_space(trial))
 
 
@@ -67,10 +81,7 @@ def convert_sapo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     hyperparams = dict(sampled_params)
     if "net_arch" in hyperparams:
         hyperparams["net_arch"] = SAPO_NET_ARCH[hyperparams["net_arch"]]
-    for key in ("learning_rate", "critic_learning_rate"):
-        if key in hyperparams:
-            hyperparams[key] = linear_schedule(hyperparams[key])
-    return hyperparams
+    return _decaying_rates(hyperparams)
 
 
 def sample_sapo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
