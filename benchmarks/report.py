@@ -701,7 +701,7 @@ def build_report(
             lines += heatmap_section(study, study_results, images, page_dir)
         lines += [f"### {study.title}: aggregate", ""]
         lines += aggregate_section(study, study_results, images, page_dir, reps)
-        aims = aims_section(study, study_results)
+        aims = [] if study.tuning else aims_section(study, study_results)  # the aims are measured on evaluation seeds
         if aims:
             lines += ["### The aims, as measured so far", "", *aims, ""]
     lines += [
