@@ -7,9 +7,10 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def write_between(page: str, name: str, text: str) -> None:
-    """Replace what lies between ``<!-- name: generated -->`` and ``<!-- end of name -->`` in ``docs/<page>``."""
-    path = DOCS / page
+def write_between(page: str | Path, name: str, text: str) -> None:
+    """Replace what lies between ``<!-- name: generated -->`` and ``<!-- end of name -->`` in ``docs/<page>`` (a
+    name), or in ``page`` itself (a path)."""
+    path = page if isinstance(page, Path) else DOCS / page
     begin, end = f"<!-- {name}: generated -->", f"<!-- end of {name} -->"
     content = path.read_text()
     start, stop = content.index(begin) + len(begin), content.index(end)

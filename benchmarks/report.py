@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.docs_tables import write_between
 from benchmarks.runner import RESULTS_DIR, planned_runs
 from benchmarks.study import Study, Task, load_study, study_names
 
@@ -44,6 +45,7 @@ CSV_COLUMNS = (
     "commit",
 )
 MODEL_FREE = ("ppo", "sac", "tqc", "crossq")
+ALGORITHM_PAGES = ("rpo", "shac", "sapo")  # docs/<algo>.md with a generated block of the shipped entry's results
 COMMAND = "python -m benchmarks report"
 ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "tuning", "cartpole_screen", "timing", "probe")
 
@@ -189,33 +191,41 @@ def relapse_fraction(runs: list[dict[str, Any]], threshold: float) -> float | No
     return float(np.mean(later)) if later else None
 
 
-def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+def summary_header(first: str, task: Task) -> list[str]:
+    """The header of a table of :func:`summary_cells` rows, headed ``first``."""
     reach = task.threshold is not None
-    header = "| method | seeds | final return: mean ± std | median | min | best eval (mean) "
+    header = f"| {first} | seeds | final return: mean ± std | median | min | best eval (mean) "
     header += "| reached | env steps to threshold: median (min-max) | train s to threshold (median) " if reach else ""
     header += "| later evals below threshold " if reach else ""
     header += "| train s (mean) | hyperparameters |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if reach else "") + "---:|---|"]
+    return [header, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if reach else "") + "---:|---|"]
+
+
+def summary_cells(task: Task, runs: list[dict[str, Any]]) -> str:
+    """One method's runs on one task as the cells of a table row after its first: the per-task statistics."""
+    finals = np.array([run["final_return"] for run in runs])
+    row = (
+        f"| {len(runs)} | {finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} "
+        f"| {finals.min():.1f} | {np.mean([run['best_return'] for run in runs]):.1f} "
+    )
+    if task.threshold is not None:
+        steps = [steps_or_inf(run) for run in runs]
+        reached = [run for run in runs if run["steps_to_threshold"] is not None]
+        span = f" ({fmt(min(steps), 0)}-{fmt(max(steps), 0)})" if reached else ""
+        seconds = [run["seconds_to_threshold"] if run["seconds_to_threshold"] is not None else math.inf for run in runs]
+        row += f"| {len(reached)}/{len(runs)} | {fmt(median_steps(runs), 0)}{span} | {fmt(float(np.median(seconds)))} "
+        relapse = relapse_fraction(runs, task.threshold)
+        row += f"| {'—' if relapse is None else f'{relapse:.0%}'} "
+    sources = sorted({run["hyperparams_source"] for run in runs})
+    return row + f"| {np.mean([run['train_seconds'] for run in runs]):.0f} | {'; '.join(sources)} |"
+
+
+def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = summary_header("method", task)
     for method in study.methods:
         runs = by_method.get(method.name)
-        if not runs:
-            continue
-        finals = np.array([run["final_return"] for run in runs])
-        row = (
-            f"| {method.display} | {len(runs)} | {finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} "
-            f"| {finals.min():.1f} | {np.mean([run['best_return'] for run in runs]):.1f} "
-        )
-        if reach:
-            steps = [steps_or_inf(run) for run in runs]
-            reached = [run for run in runs if run["steps_to_threshold"] is not None]
-            span = f" ({fmt(min(steps), 0)}-{fmt(max(steps), 0)})" if reached else ""
-            seconds = [run["seconds_to_threshold"] if run["seconds_to_threshold"] is not None else math.inf for run in runs]
-            row += f"| {len(reached)}/{len(runs)} | {fmt(median_steps(runs), 0)}{span} | {fmt(float(np.median(seconds)))} "
-            relapse = relapse_fraction(runs, task.threshold)  # type: ignore[arg-type]
-            row += f"| {'—' if relapse is None else f'{relapse:.0%}'} "
-        sources = sorted({run["hyperparams_source"] for run in runs})
-        row += f"| {np.mean([run['train_seconds'] for run in runs]):.0f} | {'; '.join(sources)} |"
-        lines.append(row)
+        if runs:
+            lines.append(f"| {method.display} " + summary_cells(task, runs))
     return lines
 
 
@@ -315,6 +325,31 @@ def aggregate_section(
     return lines
 
 
+def algorithm_results(algo: str, studies: list[Study], grouped: dict[str, Any], page: Path) -> list[str]:
+    """The shipped entry's results in every comparison study, a row per task (evaluation seeds; a run reused from
+    another study is shown where it was made): the generated block of ``docs/<algo>.md``."""
+    lines = []
+    for study in studies:
+        method = next((m for m in study.methods if m.algo == algo and not m.overrides), None)
+        if study.kind != "comparison" or study.tuning or method is None:
+            continue
+        rows: list[str] = []
+        reach = None
+        for task in study.tasks:
+            by_method = grouped.get(study.name, {}).get(task.name, {})
+            runs = [run for run in by_method.get(method.name, []) if "reused_from" not in run]
+            if not runs:
+                continue
+            if reach != (task.threshold is not None):  # a new header where the threshold columns come or go
+                reach = task.threshold is not None
+                rows += ([""] if rows else []) + summary_header("task", task)
+            rows.append(f"| {task.name} " + summary_cells(task, runs))
+        if rows:
+            command = f"python -m benchmarks run --study {study.name} --methods {method.name}"
+            lines += [f"**{study.title}** ([{page.name}#{study.name}]({page.name}#{study.name}), `{command}`):", "", *rows, ""]
+    return lines or ["*No run of the shipped entry has finished yet.*"]
+
+
 def verdict(rpo: float, other: float) -> str:
     """Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached."""
     if math.isinf(rpo) and math.isinf(other):
@@ -358,9 +393,7 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
         if model_free:
             best = min(model_free, key=lambda m: median_steps(model_free[m]))
             best_steps = median_steps(model_free[best])
-            steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: " + (
-                "met" if rpo_steps < best_steps else "missed"
-            )
+            steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: " + verdict(rpo_steps, best_steps)
 
             def median_seconds(runs: list[dict[str, Any]]) -> float:
                 return float(
@@ -715,5 +748,8 @@ def build_report(
     text = "\n".join(lines)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)
+    for algo in ALGORITHM_PAGES:  # each algorithm's page, where it lies next to this one, gets its rows
+        if (algorithm_page := page_dir / f"{algo}.md").exists():
+            write_between(algorithm_page, "benchmark results", "\n".join(algorithm_results(algo, studies, grouped, page)))
     print(f"wrote {page}, {csv_path} ({len(runs)} runs) and figures under {images}")
     return text

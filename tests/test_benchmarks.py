@@ -128,15 +128,28 @@ def test_report_from_synthetic_results(tmp_path):
         )
         shac = synthetic_run("smoke", task.name, "shac", seed, [f - 100 for f in finals], -200.0)
         write_json(Run("smoke", task.name, "shac", seed).path(results), shac)
+    # a run another study made, copied here: in the study's table, but on the algorithm page only where it was made
+    reused = synthetic_run("smoke", task.name, "rpo", 3, [-100.0], -200.0)
+    write_json(Run("smoke", task.name, "rpo", 3).path(results), {**reused, "reused_from": "embedded/Pendulum/rpo/seed3.json"})
+    markers = "<!-- benchmark results: generated -->\nstale rows\n<!-- end of benchmark results -->"
+    (tmp_path / "rpo.md").write_text(f"# RPO\n{markers}\n")
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
     with open(tmp_path / "r.csv") as file:
         rows = {(r["method"], r["seed"]): r for r in csv.DictReader(file)}
     assert rows[("rpo", "1")]["steps_to_threshold"] == ""  # never reached -200
     assert rows[("rpo", "0")]["steps_to_threshold"] == "1536" and rows[("rpo", "2")]["steps_to_threshold"] == "1024"
-    rpo_row = next(line for line in text.splitlines() if line.startswith("| RPO | 3 |"))
-    finals = np.array([-150.0, -220.0, -180.0])
+    rpo_row = next(line for line in text.splitlines() if line.startswith("| RPO | 4 |"))
+    finals = np.array([-150.0, -220.0, -180.0, -100.0])
     assert f"{finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} | {finals.min():.1f}" in rpo_row
-    assert "| 2/3 | 1,536 (1,024-never) |" in rpo_row
+    assert "| 3/4 | 1,280 (512-never) |" in rpo_row
+    # docs/rpo.md's block: the same statistics over the runs made in this study, a row per task, nothing left of before
+    page = (tmp_path / "rpo.md").read_text()
+    assert "stale rows" not in page and "`python -m benchmarks run --study smoke --methods rpo`" in page
+    block_row = next(line for line in page.splitlines() if line.startswith(f"| {task.name} | 3 |"))
+    finals = finals[:3]
+    assert f"{finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} | {finals.min():.1f}" in block_row
+    assert "| 2/3 | 1,536 (1,024-never) |" in block_row
+    assert not (tmp_path / "shac.md").exists()  # only pages that exist get a block
     # RPO beats SHAC on every seed: the probability of improvement is 1
     assert "| SHAC | 1.00 [1.00, 1.00] |" in text
 
