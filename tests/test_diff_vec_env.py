@@ -239,6 +239,30 @@ def test_same_seed_same_rollout(env_id):
         assert th.equal(a, b)
 
 
+class UndrawnPendulum(DiffPendulum):
+    render_modes = ()  # as MJXVecEnv and RewarpedVecEnv
+
+
+def test_gym_face_of_an_env_that_cannot_render():
+    """SB3's make_vec_env asks every env for render_mode="rgb_array" and retries without it on a TypeError only: an
+    env class that cannot render must still build there, and refuse an explicit render mode clearly."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_rpo import register_diff_env
+    from sb3_rpo.sims.mjx import MJXVecEnv
+    from sb3_rpo.sims.rewarped import RewarpedVecEnv
+
+    assert MJXVecEnv.render_modes == () and RewarpedVecEnv.render_modes == ()
+    register_diff_env("TestUndrawnPendulum-v0", UndrawnPendulum, max_episode_steps=200)
+    with pytest.raises(TypeError, match="TestUndrawnPendulum-v0 does not render"):
+        gym.make("TestUndrawnPendulum-v0", render_mode="rgb_array")
+    venv = make_vec_env("TestUndrawnPendulum-v0", n_envs=2, seed=0)
+    assert venv.reset().shape == (2, 3) and venv.render_mode is None
+    drawn = gym.make(PENDULUM, render_mode="rgb_array")  # a class that renders still does
+    drawn.reset(seed=0)
+    assert drawn.render().ndim == 3
+
+
 # ----------------------------------------------------------------------------- every registered env
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_check_env(env_id):

@@ -70,6 +70,9 @@ class DiffVecEnv(VecEnv):
     :param render_mode: ``None`` or ``"rgb_array"``
     """
 
+    # The render modes the class can draw: its gymnasium face refuses any other (a class that cannot render sets ())
+    render_modes: tuple[str, ...] = ("rgb_array",)
+
     def __init__(
         self,
         num_envs: int,

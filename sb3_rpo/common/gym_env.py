@@ -9,7 +9,7 @@ import numpy as np
 import torch as th
 
 from sb3_rpo.common.diff_vec_env import DiffTaskVecEnv
-from sb3_rpo.common.registry import make_diff_vec_env
+from sb3_rpo.common.registry import diff_env_render_modes, make_diff_vec_env
 
 
 class DiffGymEnv(gym.Env):
@@ -17,7 +17,7 @@ class DiffGymEnv(gym.Env):
     The gymnasium face of a registered differentiable environment, for tools that want one ``gym.Env``.
 
     :param diff_env_id: Registered differentiable env id
-    :param render_mode: ``None`` or ``"rgb_array"``
+    :param render_mode: ``None`` or ``"rgb_array"`` where the env class renders (``None`` only for MJX and rewarped)
     :param gymnasium_time_limit: The episode length is gymnasium's ``TimeLimit`` (``gymnasium.make`` adds it with the
         registered ``max_episode_steps``, or the one given to ``make``): a :class:`DiffTaskVecEnv` does not truncate
         itself (other DiffVecEnvs keep their own limit too). Set by :func:`~sb3_rpo.register_diff_env` for ids
@@ -28,6 +28,10 @@ class DiffGymEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, diff_env_id: str, render_mode: str | None = None, gymnasium_time_limit: bool = False, **kwargs: Any):
+        if render_mode is not None and render_mode not in diff_env_render_modes(diff_env_id):
+            # A TypeError, as from an env without a render_mode argument: SB3's make_vec_env, which asks every env
+            # for "rgb_array", then builds it without one.
+            raise TypeError(f"{diff_env_id} does not render: render_mode must be None, got {render_mode!r}")
         self.venv = make_diff_vec_env(diff_env_id, n_envs=1, render_mode=render_mode, **kwargs)
         if gymnasium_time_limit and isinstance(self.venv, DiffTaskVecEnv) and "max_episode_steps" not in kwargs:
             self.venv.max_episode_steps = 2**62  # never reached: gymnasium's TimeLimit truncates

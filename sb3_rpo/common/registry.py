@@ -63,6 +63,11 @@ def register_diff_env(
         )
 
 
+def diff_env_render_modes(env_id: str) -> tuple[str, ...]:
+    """The render modes of a registered id's env class (:attr:`DiffVecEnv.render_modes`; a factory: ``rgb_array``)."""
+    return tuple(getattr(_REGISTRY[env_id].load(), "render_modes", ("rgb_array",)))
+
+
 def list_diff_envs() -> list[str]:
     """Ids of every registered differentiable environment."""
     return sorted(_REGISTRY)

@@ -268,6 +268,7 @@ class MJXVecEnv(DiffTaskVecEnv):
     """
 
     max_episode_steps = 1000
+    render_modes = ()
 
     def __init__(
         self,

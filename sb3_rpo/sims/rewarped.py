@@ -136,6 +136,8 @@ class RewarpedVecEnv(DiffVecEnv):
         ``which="bear"`` (Jumper) or ``use_graph_capture=False`` (CUDA)
     """
 
+    render_modes = ()
+
     def __init__(
         self,
         num_envs: int = 1,
