@@ -734,7 +734,9 @@ def build_report(
             lines += heatmap_section(study, study_results, images, page_dir)
         lines += [f"### {study.title}: aggregate", ""]
         lines += aggregate_section(study, study_results, images, page_dir, reps)
-        aims = [] if study.tuning else aims_section(study, study_results)  # the aims are measured on evaluation seeds
+        # The aims compare RPO with SHAC and the model-free methods, on evaluation seeds: not in ablations or screens.
+        compared = any(m.algo in ("shac", *MODEL_FREE) for m in study.methods)
+        aims = aims_section(study, study_results) if compared and not study.tuning else []
         if aims:
             lines += ["### The aims, as measured so far", "", *aims, ""]
     lines += [
