@@ -131,6 +131,10 @@ def test_report_from_synthetic_results(tmp_path):
     # a run another study made, copied here: in the study's table, but on the algorithm page only where it was made
     reused = synthetic_run("smoke", task.name, "rpo", 3, [-100.0], -200.0)
     write_json(Run("smoke", task.name, "rpo", 3).path(results), {**reused, "reused_from": "embedded/Pendulum/rpo/seed3.json"})
+    # an ablation study's run: its section gets tables but no aims (they compare RPO with SHAC and model-free methods)
+    for method in ("rpo", "rpo_no_kl"):
+        ablation = synthetic_run("ablations", task.name, method, 0, [-300.0, -150.0], -200.0)
+        write_json(Run("ablations", task.name, method, 0).path(results), ablation)
     markers = "<!-- benchmark results: generated -->\nstale rows\n<!-- end of benchmark results -->"
     (tmp_path / "rpo.md").write_text(f"# RPO\n{markers}\n")
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
@@ -150,6 +154,8 @@ def test_report_from_synthetic_results(tmp_path):
     assert f"{finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} | {finals.min():.1f}" in block_row
     assert "| 2/3 | 1,536 (1,024-never) |" in block_row
     assert not (tmp_path / "shac.md").exists()  # only pages that exist get a block
+    assert text.count("### The aims, as measured so far") == 1  # the smoke study's, not the ablations'
+    assert "| RPO without KL | 1 |" in text
     # RPO beats SHAC on every seed: the probability of improvement is 1
     assert "| SHAC | 1.00 [1.00, 1.00] |" in text
 
