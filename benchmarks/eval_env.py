@@ -112,3 +112,43 @@ class BatchedFaces(VecEnv):
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> Sequence[bool]:
         # Monitor's statistics are in the infos, as the faces' Monitor writes them (evaluate_policy reads them).
         return [wrapper_class is Monitor for _ in self._get_indices(indices)]
+
+
+def main() -> None:
+    """
+    ``python -m benchmarks.eval_env [--docs]``: on each embedded task, three consecutive evaluations of 10 episodes
+    (an untrained RPO policy, the protocol's env and seed) on make_vec_env's faces and on :class:`BatchedFaces`, side
+    by side: whether the returns and lengths are identical, and the time of each (``--docs``: the table into
+    docs/performance.md).
+    """
+    import argparse
+
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from benchmarks.docs_tables import write_between
+    from sb3_rpo import RPO
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/performance.md")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    lines = ["| task | identical returns and lengths | faces (s) | batched (s) | speed-up |", "|---|---|---:|---:|---:|"]
+    for env_id in EMBEDDED_ENV_IDS:
+        model = RPO("MlpPolicy", env_id, n_envs=2, seed=0, device="cpu")
+        batched = BatchedFaces(env_id, n_envs=10)
+        batched.seed(1000)
+        results, seconds = [], []
+        for env in (make_vec_env(env_id, n_envs=10, seed=1000), batched):
+            start = time.perf_counter()
+            results.append([evaluate_policy(model, env, 10, return_episode_rewards=True) for _ in range(3)])
+            seconds.append(time.perf_counter() - start)
+        same = "yes" if results[0] == results[1] else "**no**"
+        lines.append(f"| {env_id} | {same} | {seconds[0]:.1f} | {seconds[1]:.1f} | {seconds[0] / seconds[1]:.1f}x |")
+        print(lines[-1], flush=True)
+    if args.docs:
+        write_between("performance.md", "eval env table", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
