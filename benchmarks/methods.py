@@ -25,14 +25,12 @@ from typing import Any
 import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import sb3_rpo  # noqa: F401  (registers the differentiable ids and their gymnasium faces)
-from benchmarks.eval_env import BatchedFaces
+from benchmarks.batched_faces import faces_vec_env
 from benchmarks.study import EVAL_SEED_OFFSET, Method, Task
 from sb3_rpo.common.schedules import parse_schedule
-from sb3_rpo.envs import EMBEDDED_ENV_IDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # rl-zoo3 keys that the runner does not reproduce: an entry that has one is refused rather than run differently.
@@ -178,14 +176,9 @@ def jsonable(value: Any) -> Any:
 def make_eval_env(task: Task, seed: int) -> VecEnv:
     """
     The one eval env of the protocol: ``make_vec_env(task.eval_id, n_envs=task.n_eval_episodes, seed=1000 + seed)``,
-    one deterministic episode per env. On an embedded task it is computed as one batch (:class:`BatchedFaces`, the
-    same numbers as make_vec_env's faces, several times faster).
+    one deterministic episode per env (of an embedded task, computed as one batch: :func:`faces_vec_env`).
     """
-    if task.eval_id in EMBEDDED_ENV_IDS:
-        env: VecEnv = BatchedFaces(task.eval_id, n_envs=task.n_eval_episodes)
-        env.seed(EVAL_SEED_OFFSET + seed)
-        return env
-    return make_vec_env(task.eval_id, n_envs=task.n_eval_episodes, seed=EVAL_SEED_OFFSET + seed)
+    return faces_vec_env(task.eval_id, n_envs=task.n_eval_episodes, seed=EVAL_SEED_OFFSET + seed)
 
 
 def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tuple[BaseAlgorithm, VecEnv]:
@@ -201,8 +194,9 @@ def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tupl
         return cls("MlpPolicy", env, **kwargs, seed=seed, device="cpu"), eval_env
     n_envs, normalize = kwargs.pop("n_envs"), kwargs.pop("normalize")
     policy = kwargs.pop("policy", "MlpPolicy")
-    # As rl-zoo3: make_vec_env (Monitor + DummyVecEnv) of the gymnasium id, VecNormalize when the entry says so.
-    env = make_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed)
+    # As rl-zoo3: make_vec_env (Monitor + DummyVecEnv) of the gymnasium id (of an embedded task, the same computed as
+    # one batch), VecNormalize when the entry says so.
+    env = faces_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed)
     if normalize:
         norm_kwargs = eval(normalize) if isinstance(normalize, str) else dict(normalize) if isinstance(normalize, dict) else {}
         if "gamma" in kwargs:  # rl-zoo3 gives VecNormalize the algorithm's discount

@@ -650,7 +650,7 @@ def build_report(
         "**Protocol, every study.** Training seeds 0, 1, ...; each run is evaluated every `eval every` env steps and "
         "at the end on `episodes` deterministic episodes of a separate eval env, `make_vec_env(<eval id>, "
         "n_envs=episodes, seed=1000 + seed)` (one episode per env; on the embedded tasks computed as one batch, "
-        "bit for bit the same: `benchmarks/eval_env.py`; Optuna tuning uses seeds from 100 on). A gradient "
+        "bit for bit the same: `benchmarks/batched_faces.py`; Optuna tuning uses seeds from 100 on). A gradient "
         "method evaluates after the update of the iteration that crosses the period, a model-free one at the env step "
         "that crosses it (SB3's EvalCallback). A run reaches the threshold at its first evaluation with a mean return "
         "at or above it; seconds to the threshold are training wall-clock, evaluations excluded. Medians of env steps "

@@ -1,10 +1,11 @@
 """
-The protocol's eval env on the embedded tasks, simulated as one batch (:class:`BatchedFaces`).
+The embedded tasks' gymnasium faces in one batch (:class:`BatchedFaces`): the benchmarks' eval env, and the
+training env of the model-free methods on those tasks.
 
 ``make_vec_env(<id>, n_envs=k, seed=s)`` of a differentiable id is SB3's DummyVecEnv of ``k`` gymnasium faces (each
 a one-env DiffVecEnv in gymnasium's ``TimeLimit`` and SB3's ``Monitor``), stepped one env at a time: on Acrobot and
 Quadrotor the evaluations took longer than the training. :class:`BatchedFaces` returns the same observations,
-rewards, episode ends and Monitor statistics, bit for bit (tests/test_benchmarks.py), from one batched step:
+rewards, episode ends and infos, bit for bit (tests/test_batched_faces.py), from one batched step:
 
 * the embedded tasks compute each env's row of a batch exactly as a one-env batch does;
 * each env keeps its face's random stream: a one-env copy of the task, seeded as the face is, draws the fresh state
@@ -23,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
@@ -114,16 +116,25 @@ class BatchedFaces(VecEnv):
         return [wrapper_class is Monitor for _ in self._get_indices(indices)]
 
 
+def faces_vec_env(env_id: str, n_envs: int, seed: int) -> VecEnv:
+    """``make_vec_env(env_id, n_envs=n_envs, seed=seed)``, as :class:`BatchedFaces` for an embedded task's id."""
+    if env_id not in EMBEDDED_ENV_IDS:
+        return make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    env = BatchedFaces(env_id, n_envs)
+    env.action_space.seed(seed)  # as make_vec_env seeds its first env's, the DummyVecEnv's action space
+    env.seed(seed)
+    return env
+
+
 def main() -> None:
     """
-    ``python -m benchmarks.eval_env [--docs]``: on each embedded task, three consecutive evaluations of 10 episodes
+    ``python -m benchmarks.batched_faces [--docs]``: on each embedded task, three consecutive evaluations of 10 episodes
     (an untrained RPO policy, the protocol's env and seed) on make_vec_env's faces and on :class:`BatchedFaces`, side
     by side: whether the returns and lengths are identical, and the time of each (``--docs``: the table into
     docs/performance.md).
     """
     import argparse
 
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from benchmarks.docs_tables import write_between

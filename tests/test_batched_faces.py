@@ -1,4 +1,4 @@
-"""The benchmarks' batched eval env equals SB3's make_vec_env of the gymnasium faces, bit for bit."""
+"""The embedded tasks' batched faces equal SB3's make_vec_env of the gymnasium faces, bit for bit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from benchmarks.eval_env import BatchedFaces
+from benchmarks.batched_faces import BatchedFaces
 from benchmarks.methods import make_eval_env
 from benchmarks.studies._tasks import EMBEDDED, MUJOCO
 from sb3_rpo import RPO
