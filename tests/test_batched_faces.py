@@ -19,18 +19,18 @@ def faces_and_batch(env_id: str, n_envs: int, seed: int) -> tuple:
     return make_vec_env(env_id, n_envs=n_envs, seed=seed), batch
 
 
-# Reacher's episodes end at the time limit, Quadrotor's (an untrained policy) by termination, two per env.
-@pytest.mark.parametrize("env_id, per_env", [("DiffReacher-v0", 1), ("DiffQuadrotor-v0", 2)])
-def test_evaluations_equal_those_on_the_gymnasium_faces(env_id, per_env):
-    """Consecutive evaluations (each env's random stream continues across them), new episodes mid-evaluation: the
-    same episode returns and lengths as on make_vec_env's DummyVecEnv of the faces."""
+# Reacher's episodes end at the time limit; Quadrotor's (an untrained policy) by termination, two per env (new
+# episodes mid-evaluation), in consecutive evaluations (each env's random stream continues across them).
+@pytest.mark.parametrize("env_id, per_env, n_evaluations", [("DiffReacher-v0", 1, 1), ("DiffQuadrotor-v0", 2, 2)])
+def test_evaluations_equal_those_on_the_gymnasium_faces(env_id, per_env, n_evaluations):
+    """The same episode returns and lengths as on make_vec_env's DummyVecEnv of the faces."""
     model = RPO("MlpPolicy", env_id, n_envs=2, seed=0, device="cpu")
     faces, batch = faces_and_batch(env_id, 2, seed=1003)
 
     def evaluate(env):
         return evaluate_policy(model, env, n_eval_episodes=2 * per_env, deterministic=True, return_episode_rewards=True)
 
-    for _ in range(2):
+    for _ in range(n_evaluations):
         expected = evaluate(faces)
         assert evaluate(batch) == expected
     if env_id == "DiffQuadrotor-v0":
