@@ -505,10 +505,11 @@ def seconds_per_run(run: dict[str, Any], budget: int, eval_every: int) -> float:
 
 def estimate_rows(
     results: Path, names: list[str], per_method: dict[tuple[str, str], float] | None = None
-) -> list[tuple[str, int, int, float, float, int]]:
+) -> list[tuple[str, int, int, float, float, float, int]]:
     """
-    Per study: (name, runs, finished, core-hours of the unfinished runs measured on their own training env, core-hours
-    of those measured only on another task of the study (same algorithm), unfinished runs with no measurement).
+    Per study: (name, runs, finished, core-hours its finished runs took (those it made, not those it reused),
+    core-hours of the unfinished runs measured on their own training env, core-hours of those measured only on
+    another task of the study (same algorithm), unfinished runs with no measurement).
     SAPO, until it exists, is costed as SHAC (the same update plus an entropy term). ``per_method`` receives the
     core-hours (measured or by analogy) per (study, algorithm).
     """
@@ -544,20 +545,24 @@ def estimate_rows(
                 analogy += cost
             if per_method is not None:
                 per_method[(name, method.algo)] = per_method.get((name, method.algo), 0.0) + cost / 3600
-        rows.append((name, len(runs), len(runs) - len(pending), seconds / 3600, analogy / 3600, unmeasured))
+        spent = sum(run["wall_seconds"] for run in finished if run["study"] == name and "reused_from" not in run)
+        rows.append((name, len(runs), len(runs) - len(pending), spent / 3600, seconds / 3600, analogy / 3600, unmeasured))
     return rows
 
 
 def estimate_table(results: Path, names: list[str]) -> str:
     lines = [
-        "| study | runs | finished | core-hours left: measured on the task | by analogy (same algorithm, another task "
-        "of the study) | unfinished runs without a measurement |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| study | runs | finished | core-hours spent | core-hours left: measured on the task | by analogy (same "
+        "algorithm, another task of the study) | unfinished runs without a measurement |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     per_method: dict[tuple[str, str], float] = {}
     rows = estimate_rows(results, names, per_method)
-    for name, total, done, hours, analogy, unmeasured in rows:
-        lines.append(f"| {name} | {total} | {done} | {hours:.1f} | {analogy:.1f} | {unmeasured} |")
+    for name, total, done, spent, hours, analogy, unmeasured in rows:
+        lines.append(f"| {name} | {total} | {done} | {spent:.1f} | {hours:.1f} | {analogy:.1f} | {unmeasured} |")
+    made = [run for run in load_results(results)[0] if "reused_from" not in run]
+    spent = sum(run["wall_seconds"] for run in made) / 3600
+    lines += ["", f"Spent in all: {spent:.1f} core-hours, the {len(made)} runs made so far (every study, the probes too)."]
     algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(key[1] == algo for key in per_method)]
     lines += ["", "The same (measured and by analogy), per algorithm:", "", "| study | " + " | ".join(algos) + " |"]
     lines.append("|---|" + "---:|" * len(algos))
@@ -675,12 +680,13 @@ def build_report(
         lines.append(f"| [{study.name}](#{study.name}) | {study.title} | {done}/{len(planned)} | `{command}` |")
     lines += [
         "",
-        "Estimated cost of what is left (`python -m benchmarks estimate`), in core-hours (a run is one process on "
-        "one core): each unfinished run's predicted CPU time, the median over finished runs of the same algorithm on "
-        "the same training env (any study, the `probe` study's short runs included) of their CPU time per env step in "
-        "the second half of the run plus their CPU time per evaluation, scaled to the run's budget. Runs with no such "
-        "measurement are counted apart. Evaluations of a trained policy last longer than a probe's (longer "
-        "episodes), so these are lower bounds where episodes end early.",
+        "Cost (`python -m benchmarks estimate`), in core-hours (a run is one process on one core): what the runs made so "
+        "far took (their wall-clock; a run reused from another study counts where it was made), and an estimate of what "
+        "is left: each unfinished run's predicted CPU time, the median over finished runs of the same algorithm on the "
+        "same training env (any study, the `probe` study's short runs included) of their CPU time per env step in the "
+        "second half of the run plus their CPU time per evaluation, scaled to the run's budget. Runs with no such "
+        "measurement are counted apart. Evaluations of a trained policy last longer than a probe's (longer episodes), so "
+        "these are lower bounds where episodes end early.",
         "",
         estimate_table(results, [s.name for s in studies]),
         "",

@@ -286,6 +286,19 @@ def test_cost_estimate_scales_the_steady_state():
     assert seconds_per_run(run, budget=100_000, eval_every=1000) == pytest.approx(3e-3 * 100_000 + 0.5 * 101)
 
 
+def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
+    """A run another study reused costs nothing there: the core-hours spent are the runs each study made."""
+    from benchmarks.report import estimate_table
+
+    made = {**synthetic_run("embedded", "Pendulum", "rpo", 0, [-900.0], -200.0), "wall_seconds": 5400.0}
+    write_json(Run("embedded", "Pendulum", "rpo", 0).path(tmp_path), made)
+    reused = {**made, "study": "ablations", "reused_from": "embedded/Pendulum/rpo/seed0"}
+    write_json(Run("ablations", "Pendulum", "rpo", 0).path(tmp_path), reused)
+    text = estimate_table(tmp_path, ["embedded", "ablations"])
+    assert "| embedded | 350 | 1 | 1.5 |" in text and "| ablations | 75 | 1 | 0.0 |" in text
+    assert "Spent in all: 1.5 core-hours, the 1 runs made so far" in text
+
+
 def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
     results = tmp_path / "runs"
     for name, finals in (

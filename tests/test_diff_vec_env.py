@@ -253,6 +253,10 @@ def test_gym_face_of_an_env_that_cannot_render():
     from sb3_rpo.sims.rewarped import RewarpedVecEnv
 
     assert MJXVecEnv.render_modes == () and RewarpedVecEnv.render_modes == ()
+    # The class refuses a mode it cannot draw, MJX's and rewarped's before compiling anything (no jax or warp needed).
+    for cls in (UndrawnPendulum, MJXVecEnv, RewarpedVecEnv):
+        with pytest.raises(ValueError, match=f"{cls.__name__}: render_mode must be None, got 'rgb_array'"):
+            cls(render_mode="rgb_array")
     register_diff_env("TestUndrawnPendulum-v0", UndrawnPendulum, max_episode_steps=200)
     with pytest.raises(TypeError, match="TestUndrawnPendulum-v0 does not render"):
         gym.make("TestUndrawnPendulum-v0", render_mode="rgb_array")

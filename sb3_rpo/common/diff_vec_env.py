@@ -84,12 +84,20 @@ class DiffVecEnv(VecEnv):
     ):
         if dtype not in (th.float32, th.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.check_render_mode(render_mode)
         self.device = th.empty(0, device=device).device  # "cuda" -> "cuda:0", as tensors report it
         self.dtype = dtype
         self.render_mode = render_mode
         self._actions: np.ndarray | None = None
         self._t_start = time.time()
         super().__init__(num_envs, observation_space, action_space)
+
+    @classmethod
+    def check_render_mode(cls, render_mode: str | None) -> None:
+        """Refuse a render mode the class cannot draw (a subclass with a costly set-up calls it first)."""
+        if render_mode is not None and render_mode not in cls.render_modes:
+            allowed = " or ".join(repr(mode) for mode in (None, *cls.render_modes))
+            raise ValueError(f"{cls.__name__}: render_mode must be {allowed}, got {render_mode!r}")
 
     # ----------------------------------------------------------------- torch face
     @abstractmethod
@@ -283,8 +291,6 @@ class DiffTaskVecEnv(DiffVecEnv):
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
     ):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if max_episode_steps is not None:
             self.max_episode_steps = int(max_episode_steps)
         if self.obs_low is not None and self.obs_high is not None:

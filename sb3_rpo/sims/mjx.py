@@ -283,8 +283,7 @@ class MJXVecEnv(DiffTaskVecEnv):
         ls_iterations: int | None = 4,
         env_kwargs: dict[str, Any] | None = None,
     ):
-        if render_mode is not None:
-            raise ValueError(f"MJXVecEnv does not render: render_mode must be None, got {render_mode!r}")
+        self.check_render_mode(render_mode)  # before XLA compiles anything
         jax, _ = import_brax()
         float64 = dtype == th.float64 and bool(jax.config.jax_enable_x64)
         if dtype == th.float64 and not float64:

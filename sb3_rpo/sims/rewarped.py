@@ -155,8 +155,7 @@ class RewarpedVecEnv(DiffVecEnv):
                 f"rewarped simulates in float32 (warp), got dtype={dtype}; use dtype=torch.float32. "
                 "A float64 interface would convert at the boundary without adding precision."
             )
-        if render_mode is not None:
-            raise ValueError(f"RewarpedVecEnv supports render_mode=None only, got {render_mode!r}")
+        self.check_render_mode(render_mode)  # before warp compiles anything
         from sb3_rpo.sims import require
 
         with self._quiet(quiet):  # gym's deprecation banner, warp's start-up lines
