@@ -368,10 +368,10 @@ def summary_table(study: Study, results: dict[str, dict[str, list[dict[str, Any]
         cells = []
         for method in methods:
             runs = by_method.get(method.name, [])
-            reached = sum(run["steps_to_threshold"] is not None for run in runs)
             if not runs:
                 cells.append("—")
                 continue
+            reached = sum(run["steps_to_threshold"] is not None for run in runs)
             steps = median_steps(runs)  # never reached by the median run: nor in seconds, the same runs being infinite
             median = "never" if math.isinf(steps) else f"{fmt(steps, 0)} steps, {fmt(median_seconds(runs))} s"
             cells.append(f"{median} ({reached}/{len(runs)})")
