@@ -47,6 +47,7 @@ CSV_COLUMNS = (
 MODEL_FREE = ("ppo", "sac", "tqc", "crossq")
 ALGORITHM_PAGES = ("rpo", "shac", "sapo")  # docs/<algo>.md with a generated block of the shipped entry's results
 COMMAND = "python -m benchmarks report"
+SUMMARY_STUDY = "embedded"  # the study of README.md's generated table
 ORDER = ("embedded", "mujoco", "rewarped", "mjx", "ablations", "sweeps", "tuning", "cartpole_screen", "timing", "probe")
 
 
@@ -94,6 +95,11 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def median_steps(runs: list[dict[str, Any]]) -> float:
     """Median env steps to the threshold, a run that never reached it counting as infinitely many."""
     return float(np.median([steps_or_inf(run) for run in runs]))
+
+
+def median_seconds(runs: list[dict[str, Any]]) -> float:
+    """Median training seconds to the threshold, a run that never reached it counting as infinitely many."""
+    return float(np.median([math.inf if r["seconds_to_threshold"] is None else r["seconds_to_threshold"] for r in runs]))
 
 
 def common_seeds(by_task: dict[str, list[dict[str, Any]]]) -> list[int]:
@@ -350,6 +356,29 @@ def algorithm_results(algo: str, studies: list[Study], grouped: dict[str, Any], 
     return lines or ["*No run of the shipped entry has finished yet.*"]
 
 
+def summary_table(study: Study, results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """README.md's table: per task and method, the median env steps and training seconds to the threshold and the
+    seeds that reached it."""
+    methods = [m for m in study.methods if any(results.get(task.name, {}).get(m.name) for task in study.tasks)]
+    lines = ["| task (threshold) | " + " | ".join(m.display for m in methods) + " |", "|---|" + "---:|" * len(methods)]
+    for task in study.tasks:
+        by_method = results.get(task.name, {})
+        if task.threshold is None or not by_method:
+            continue
+        cells = []
+        for method in methods:
+            runs = by_method.get(method.name, [])
+            if not runs:
+                cells.append("—")
+                continue
+            reached = sum(run["steps_to_threshold"] is not None for run in runs)
+            steps = median_steps(runs)  # never reached by the median run: nor in seconds, the same runs being infinite
+            median = "never" if math.isinf(steps) else f"{fmt(steps, 0)} steps, {fmt(median_seconds(runs))} s"
+            cells.append(f"{median} ({reached}/{len(runs)})")
+        lines.append(f"| {task.name} ({fmt(task.threshold, 0)}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def verdict(rpo: float, other: float) -> str:
     """Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached."""
     if math.isinf(rpo) and math.isinf(other):
@@ -394,11 +423,6 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
             best = min(model_free, key=lambda m: median_steps(model_free[m]))
             best_steps = median_steps(model_free[best])
             steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: " + verdict(rpo_steps, best_steps)
-
-            def median_seconds(runs: list[dict[str, Any]]) -> float:
-                return float(
-                    np.median([math.inf if r["seconds_to_threshold"] is None else r["seconds_to_threshold"] for r in runs])
-                )
 
             fastest = min(model_free, key=lambda m: median_seconds(model_free[m]))
             rpo_s, best_s = median_seconds(rpo), median_seconds(model_free[fastest])
@@ -760,5 +784,9 @@ def build_report(
     for algo in ALGORITHM_PAGES:  # each algorithm's page, where it lies next to this one, gets its rows
         if (algorithm_page := page_dir / f"{algo}.md").exists():
             write_between(algorithm_page, "benchmark results", "\n".join(algorithm_results(algo, studies, grouped, page)))
+    readme = page_dir.parent / "README.md"  # the repository's front page, where this page lies in docs/
+    summary = next((study for study in studies if study.name == SUMMARY_STUDY), None)
+    if summary is not None and readme.exists() and "<!-- benchmark summary: generated -->" in readme.read_text():
+        write_between(readme, "benchmark summary", "\n".join(summary_table(summary, grouped.get(summary.name, {}))))
     print(f"wrote {page}, {csv_path} ({len(runs)} runs) and figures under {images}")
     return text

@@ -160,6 +160,24 @@ def test_report_from_synthetic_results(tmp_path):
     assert "| SHAC | 1.00 [1.00, 1.00] |" in text
 
 
+def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
+    """README.md's block: per task and method, median steps and seconds to the threshold, and the seeds reaching it."""
+    results = tmp_path / "runs"
+    for method, finals in (("rpo", ([-900.0, -150.0], [-900.0, -190.0])), ("shac", ([-900.0, -250.0], [-900.0, -300.0]))):
+        for seed, returns in enumerate(finals):
+            run = synthetic_run("embedded", "Pendulum", method, seed, returns, -200.0)
+            write_json(Run("embedded", "Pendulum", method, seed).path(results), run)
+    (tmp_path / "README.md").write_text(
+        "# x\n<!-- benchmark summary: generated -->\nstale\n<!-- end of benchmark summary -->\n"
+    )
+    build_report(
+        results=results, page=tmp_path / "docs" / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20
+    )
+    readme = (tmp_path / "README.md").read_text()
+    assert "stale" not in readme and "| task (threshold) | RPO | SHAC |" in readme
+    assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) |" in readme
+
+
 def test_median_steps_counts_never_as_infinite():
     runs = [dict(steps_to_threshold=s) for s in (100, None, None)]
     assert median_steps(runs) == float("inf")
