@@ -379,10 +379,17 @@ def summary_table(study: Study, results: dict[str, dict[str, list[dict[str, Any]
     return lines
 
 
-def verdict(rpo: float, other: float) -> str:
-    """Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached."""
+def verdict(rpo: float, other: float, period: int | None = None) -> str:
+    """
+    Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached.
+
+    :param period: The evaluation period of env steps: medians within the same period are a tie, not a verdict
+        (a gradient method evaluates at the first iteration past each multiple of it, a model-free one on it)
+    """
     if math.isinf(rpo) and math.isinf(other):
         return "neither reached it"
+    if period and not math.isinf(rpo + other) and rpo // period == other // period:
+        return f"tied (the same evaluation: every {period:,} env steps)"
     return "met" if rpo < other else "missed"
 
 
@@ -422,7 +429,8 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
         if model_free:
             best = min(model_free, key=lambda m: median_steps(model_free[m]))
             best_steps = median_steps(model_free[best])
-            steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: " + verdict(rpo_steps, best_steps)
+            steps_verdict = verdict(rpo_steps, best_steps, task.eval_every)
+            steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: {steps_verdict}"
 
             fastest = min(model_free, key=lambda m: median_seconds(model_free[m]))
             rpo_s, best_s = median_seconds(rpo), median_seconds(model_free[fastest])

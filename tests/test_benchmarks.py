@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -176,6 +177,15 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "stale" not in readme and "| task (threshold) | RPO | SHAC |" in readme
     assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) |" in readme
+
+
+def test_verdict_ties_within_one_evaluation_period():
+    from benchmarks.report import verdict
+
+    # RPO evaluates at its first iteration past 20,000 env steps, PPO at 20,000: the same (second) evaluation
+    assert verdict(20_480.0, 20_000.0, period=10_000) == "tied (the same evaluation: every 10,000 env steps)"
+    assert verdict(20_480.0, 20_000.0) == "missed" and verdict(10_240.0, 20_000.0, period=10_000) == "met"
+    assert verdict(math.inf, 20_000.0, period=10_000) == "missed" and verdict(math.inf, math.inf) == "neither reached it"
 
 
 def test_median_steps_counts_never_as_infinite():
