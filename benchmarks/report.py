@@ -536,7 +536,7 @@ def seconds_per_run(run: dict[str, Any], budget: int, eval_every: int) -> float:
 
 
 def estimate_rows(
-    results: Path, names: list[str], per_method: dict[tuple[str, str], float] | None = None
+    results: Path, finished: list[dict[str, Any]], names: list[str], per_method: dict[tuple[str, str], float] | None = None
 ) -> list[tuple[str, int, int, float, float, float, int]]:
     """
     Per study: (name, runs, finished, core-hours its finished runs took (those it made, not those it reused),
@@ -544,13 +544,17 @@ def estimate_rows(
     another task of the study (same algorithm), unfinished runs with no measurement).
     SAPO, until it exists, is costed as SHAC (the same update plus an entropy term). ``per_method`` receives the
     core-hours (measured or by analogy) per (study, algorithm).
+
+    :param finished: The finished runs' result files under ``results`` (:func:`load_results`)
     """
     from benchmarks.methods import unavailable
 
-    finished, _ = load_results(results)
     measured: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    spent: dict[str, float] = defaultdict(float)
     for run in finished:
         measured[(run["train_env_id"], run["algo"])].append(run)
+        if "reused_from" not in run:
+            spent[run["study"]] += run["wall_seconds"] / 3600
     rows = []
     for name in names:
         study = load_study(name)
@@ -577,8 +581,7 @@ def estimate_rows(
                 analogy += cost
             if per_method is not None:
                 per_method[(name, method.algo)] = per_method.get((name, method.algo), 0.0) + cost / 3600
-        spent = sum(run["wall_seconds"] for run in finished if run["study"] == name and "reused_from" not in run)
-        rows.append((name, len(runs), len(runs) - len(pending), spent / 3600, seconds / 3600, analogy / 3600, unmeasured))
+        rows.append((name, len(runs), len(runs) - len(pending), spent[name], seconds / 3600, analogy / 3600, unmeasured))
     return rows
 
 
@@ -589,10 +592,11 @@ def estimate_table(results: Path, names: list[str]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     per_method: dict[tuple[str, str], float] = {}
-    rows = estimate_rows(results, names, per_method)
+    finished, _ = load_results(results)
+    rows = estimate_rows(results, finished, names, per_method)
     for name, total, done, spent, hours, analogy, unmeasured in rows:
         lines.append(f"| {name} | {total} | {done} | {spent:.1f} | {hours:.1f} | {analogy:.1f} | {unmeasured} |")
-    made = [run for run in load_results(results)[0] if "reused_from" not in run]
+    made = [run for run in finished if "reused_from" not in run]
     spent = sum(run["wall_seconds"] for run in made) / 3600
     lines += ["", f"Spent in all: {spent:.1f} core-hours, the {len(made)} runs made so far (every study, the probes too)."]
     algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(key[1] == algo for key in per_method)]
