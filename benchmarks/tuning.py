@@ -17,7 +17,14 @@ median pruner.
 Trials live in an Optuna journal per (task, method), ``benchmarks/results/tuning/<study>/<task>/<method>.log``:
 commit it as it grows, and any machine continues the search (a trial whose process died is marked failed when
 its host starts the next one; failed trials do not count towards ``n_trials``). Each trial's user attributes hold
-the hyperparameters it trained with and a summary of each seed's run.
+the hyperparameters it trained with and a summary of each seed's run. A process seeds its sampler with the study's
+first seed plus the number of trials already in the journal, so that a resumed search draws new settings (one seed
+for every process drew the same first trials again); a trial that repeats the parameters of an earlier finished
+trial does not count towards ``n_trials``.
+
+Before its first trial, a search scores the shipped entry (``hyperparams/<algo>.yml``, no override) the same way on
+the same seeds and keeps the result in the journal (the study's ``shipped`` user attribute): a trial is worth adopting
+only if it beats that.
 """
 
 from __future__ import annotations
@@ -115,25 +122,51 @@ def load_search(
         storage=storage,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=study.seeds[0]),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
     ), storage
 
 
 def finished_trials(search: Any) -> list[Any]:
+    """The completed and pruned trials that count towards ``n_trials``: a repeat of an earlier one's parameters does not."""
     from optuna.trial import TrialState
 
-    return search.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    counted, seen = [], []
+    for trial in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if trial.params not in seen:
+            seen.append(trial.params)
+            counted.append(trial)
+    return counted
+
+
+def seed_runs(study: Study, task: Task, method: Method) -> Any:
+    """Train ``method`` on each of the study's seeds under the protocol; yields (seed, run summary with its score)."""
+    from benchmarks.protocol import train_run
+
+    for seed in study.seeds:
+        run = train_run(study, task, method, seed)
+        summary = {key: run[key] for key in ("final_return", "best_return", "steps_to_threshold", "train_seconds")}
+        yield seed, {**summary, "score": run_score(task, run)}
+
+
+def score_shipped(study: Study, task: Task, method: Method, search: Any) -> dict[str, Any]:
+    """The shipped entry's objective on the study's seeds, computed once and kept in the journal."""
+    if "shipped" not in search.user_attrs:
+        _, source = gradient_hyperparams(task, method)
+        seeds = {f"seed{seed}": summary for seed, summary in seed_runs(study, task, method)}
+        objective = objective_value([summary["score"] for summary in seeds.values()])
+        search.set_user_attr("shipped", dict(source=source, objective=objective, **seeds))
+        print(f"{study.name}/{task.name}/{method.name}: the shipped entry ({source}) scores {objective:.3f}", flush=True)
+    return search.user_attrs["shipped"]
 
 
 def tune(study: Study, task: Task, method: Method, max_trials: int | None = None, tuning_dir: Path = TUNING_DIR) -> Any:
     """Run trials of (``task``, ``method``) until ``study.n_trials`` are finished (at most ``max_trials`` here)."""
     import optuna
 
-    from benchmarks.protocol import train_run
-
     search, storage = load_search(study, task, method, tuning_dir, create=True)
     _fail_dead_trials(search, storage)
+    search.sampler = optuna.samplers.TPESampler(seed=study.seeds[0] + len(search.trials))
+    score_shipped(study, task, method, search)
     sampler = _sampler(method.algo)
 
     def objective(trial: optuna.Trial) -> float:
@@ -142,12 +175,11 @@ def tune(study: Study, task: Task, method: Method, max_trials: int | None = None
         candidate = trial_method(task, method, sampled)
         trial.set_user_attr("hyperparams", jsonable(candidate.overrides))
         scores = []
-        for step, seed in enumerate(study.seeds):
-            run = train_run(study, task, candidate, seed)
-            scores.append(run_score(task, run))
-            summary = {key: run[key] for key in ("final_return", "best_return", "steps_to_threshold", "train_seconds")}
-            trial.set_user_attr(f"seed{seed}", {**summary, "score": scores[-1]})
-            print(f"  trial {trial.number}, seed {seed}: score {scores[-1]:.3f}, final {run['final_return']:.1f}", flush=True)
+        for step, (seed, summary) in enumerate(seed_runs(study, task, candidate)):
+            scores.append(summary["score"])
+            trial.set_user_attr(f"seed{seed}", summary)
+            final = summary["final_return"]
+            print(f"  trial {trial.number}, seed {seed}: score {scores[-1]:.3f}, final {final:.1f}", flush=True)
             trial.report(objective_value(scores), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -169,9 +201,9 @@ def _short(x: Any) -> str:
 def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
     """The report's table of a search study: per task and method, the trials finished and the best one."""
     lines = [
-        "| task | method | trials finished | best objective (lower quartile of the seeds' scores) | best trial's "
-        "parameters (the search space's names) | command |",
-        "|---|---|---:|---:|---|---|",
+        "| task | method | trials finished | shipped entry's objective | best objective (lower quartile of the seeds' "
+        "scores) | best trial's parameters (the search space's names) | command |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
     for task in study.tasks:
         for method in study.methods:
@@ -179,9 +211,10 @@ def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
             trials = [] if search is None else finished_trials(search)
             completed = [trial for trial in trials if trial.value is not None and trial.state.name == "COMPLETE"]
             best = max(completed, key=lambda trial: trial.value) if completed else None
+            shipped = None if search is None else search.user_attrs.get("shipped")
             command = f"python -m benchmarks tune --study {study.name} --task {task.name} --method {method.name}"
             value = f"{best.value:.3f} (trial {best.number})" if best else ""
             params = ", ".join(f"`{key}={_short(x)}`" for key, x in best.params.items()) if best else ""
-            done = f"{len(trials)}/{study.n_trials}"
-            lines.append(f"| {task.name} | {method.display} | {done} | {value} | {params} | `{command}` |")
+            cells = [task.name, method.display, f"{len(trials)}/{study.n_trials}", shipped and f"{shipped['objective']:.3f}"]
+            lines.append("| " + " | ".join(cell or "" for cell in cells) + f" | {value} | {params} | `{command}` |")
     return lines

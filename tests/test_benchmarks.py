@@ -366,14 +366,21 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
     with pytest.raises(ValueError, match="seeds must be >= 100"):
         Study("x", "x", "", (task,), (RPO,), seeds=(0,), kind="search", tuning=True, n_trials=2)
 
-    with patch("optuna.samplers.TPESampler", lambda seed: optuna.samplers.RandomSampler(seed=seed)):
-        search = tune(study, task, RPO, tuning_dir=tmp_path)
+    with patch("optuna.samplers.TPESampler", lambda seed=None: optuna.samplers.RandomSampler(seed=seed)):
+        search = tune(study, task, RPO, tuning_dir=tmp_path, max_trials=1)
+        search = tune(study, task, RPO, tuning_dir=tmp_path)  # a second process resumes the search
         trials = finished_trials(search)
         assert len(trials) == 2
+        assert trials[0].params != trials[1].params  # the resumed sampler drew a new setting, not the first one again
         for trial in trials:
             scores = [trial.user_attrs[f"seed{seed}"]["score"] for seed in study.seeds]
             assert trial.value == pytest.approx(objective_value(scores)) and objective_value(scores) <= np.median(scores)
             assert "n_epochs" in trial.user_attrs["hyperparams"]  # RPO's space
+        # The shipped entry, scored once on the same seeds before the first trial.
+        shipped = search.user_attrs["shipped"]
+        assert shipped["source"] == "hyperparams/rpo.yml[DiffPendulum-v0]"
+        shipped_scores = [shipped[f"seed{seed}"]["score"] for seed in study.seeds]
+        assert shipped["objective"] == pytest.approx(objective_value(shipped_scores))
         # A worker that died mid-trial leaves it running: the next start on this host marks it failed.
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         stale = search.ask()
@@ -381,5 +388,9 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
         tune(study, task, RPO, tuning_dir=tmp_path)  # the budget is spent: no new trial
         search, _ = load_search(study, task, RPO, tmp_path)
         assert [trial.state.name for trial in search.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+        # A finished trial that repeats an earlier one's parameters does not count towards the budget.
+        search.add_trial(optuna.trial.create_trial(params=trials[0].params, distributions=trials[0].distributions, value=0.0))
+        assert finished_trials(search) == trials
     rows = "\n".join(search_rows(study, tmp_path))
-    assert "| Pendulum | RPO | 2/2 |" in rows and "| Pendulum | SHAC | 0/2 |" in rows
+    value = f"{shipped['objective']:.3f}"
+    assert f"| Pendulum | RPO | 2/2 | {value} |" in rows and "| Pendulum | SHAC | 0/2 |  |" in rows
