@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runner import LOGS_DIR, RESULTS_DIR, TUNING_DIR, Run, planned_runs, run_one, run_study
+from benchmarks.runner import LOGS_DIR, RESULTS_DIR, TUNING_DIR, Run, planned_runs, run_one, run_study, stale_runs
 from benchmarks.study import load_study, study_names
 
 
@@ -41,8 +41,10 @@ def _list(args: argparse.Namespace) -> None:
             print(f"  tasks: {', '.join(t.name for t in study.tasks)}; methods: {', '.join(m.name for m in study.methods)}")
             continue
         runs = planned_runs(study)
-        done = sum(run.path(args.results).exists() for run in runs)
-        print(f"{name} ({study.kind}): {done}/{len(runs)} runs finished; seeds {list(study.seeds)}")
+        stale = stale_runs(study, runs, args.results)
+        done = sum(run.path(args.results).exists() and run not in stale for run in runs)
+        stale_note = f" ({len(stale)} more stale: hyperparameters changed since they ran)" if stale else ""
+        print(f"{name} ({study.kind}): {done}/{len(runs)} runs finished{stale_note}; seeds {list(study.seeds)}")
         print(f"  tasks: {', '.join(f'{task.name} ({task.budget:,} steps)' for task in study.tasks)}")
         print(f"  methods: {', '.join(method.name for method in study.methods)}")
 

@@ -18,7 +18,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +73,18 @@ def unavailable(method: Method) -> str | None:
 
 
 # ---------------------------------------------------------------------------- hyperparameters
-def linear_schedule(initial_value: float) -> Callable[[float], float]:
-    return lambda progress_remaining: progress_remaining * initial_value
+class ZooLinearSchedule:
+    """rl-zoo3's ``lin_<x>`` of a model-free entry: ``progress_remaining * x``, decaying to 0, computed as rl-zoo3
+    computes it; its repr is the entry's text, so that result files record it and compare equal across processes."""
+
+    def __init__(self, initial_value: float):
+        self.initial_value = initial_value
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.initial_value
+
+    def __repr__(self) -> str:
+        return f"lin_{self.initial_value}"
 
 
 def yml_entry(path: Path, env_id: str) -> dict[str, Any] | None:
@@ -94,7 +103,7 @@ def preprocess(entry: dict[str, Any], gradient: bool) -> dict[str, Any]:
     kwargs = dict(entry)
     for key in SCHEDULE_KEYS:
         if isinstance(kwargs.get(key), str) and kwargs[key].startswith("lin_"):
-            kwargs[key] = parse_schedule(kwargs[key]) if gradient else linear_schedule(float(kwargs[key].split("_")[1]))
+            kwargs[key] = parse_schedule(kwargs[key]) if gradient else ZooLinearSchedule(float(kwargs[key].split("_")[1]))
     if isinstance(kwargs.get("policy_kwargs"), str):
         # rl-zoo3 evaluates it where torch.nn is imported as nn (activation_fn=nn.ReLU)
         kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"nn": th.nn, "th": th})

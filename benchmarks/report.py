@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.docs_tables import write_between
-from benchmarks.runner import RESULTS_DIR, planned_runs
+from benchmarks.runner import RESULTS_DIR, Run, finished_runs, planned_runs, stale_runs
 from benchmarks.study import Study, Task, load_study, study_names
 
 CSV_COLUMNS = (
@@ -561,7 +561,8 @@ def estimate_rows(
         if study.kind != "comparison" or name == "smoke":
             continue
         runs = planned_runs(study)
-        pending = [run for run in runs if not run.path(results).exists()]
+        done = finished_runs(study, runs, results)
+        pending = [run for run in runs if run not in done]
         seconds, analogy, unmeasured = 0.0, 0.0, 0
         for run in pending:
             task, method = study.task(run.task), study.method(run.method)
@@ -664,15 +665,18 @@ def build_report(
     grouped: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
+    page_dir = page.parent
+    names = [name for name in ORDER if name in study_names()] + [name for name in study_names() if name not in ORDER]
+    studies = [load_study(name) for name in names]
+    # Stale runs (their hyperparameters are no longer the study's) stay in runs.csv but out of the page's statistics.
+    stale = {study.name: stale_runs(study, planned_runs(study), results) for study in studies if study.kind != "search"}
     for run in runs:
-        grouped[run["study"]][run["task"]][run["method"]].append(run)
+        if Run(run["study"], run["task"], run["method"], run["seed"]) not in stale.get(run["study"], {}):
+            grouped[run["study"]][run["task"]][run["method"]].append(run)
     for study_runs in grouped.values():
         for by_method in study_runs.values():
             for method_runs in by_method.values():
                 method_runs.sort(key=lambda run: run["seed"])
-    page_dir = page.parent
-    names = [name for name in ORDER if name in study_names()] + [name for name in study_names() if name not in ORDER]
-    studies = [load_study(name) for name in names]
     # The smoke study appears only where it has results (the test's temporary folder), never on the committed page.
     studies = [s for s in studies if s.name != "smoke" or s.name in grouped]
 
@@ -711,9 +715,10 @@ def build_report(
             lines.append(f"| [{study.name}](#{study.name}) | {study.title} | trials below | `python -m benchmarks tune` |")
             continue
         planned = planned_runs(study)
-        done = sum(run.path(results).exists() for run in planned)
+        done = sum(run.path(results).exists() and run not in stale[study.name] for run in planned)
         command = f"python -m benchmarks run --study {study.name} --jobs 2"
-        lines.append(f"| [{study.name}](#{study.name}) | {study.title} | {done}/{len(planned)} | `{command}` |")
+        stale_note = f" ({len(stale[study.name])} stale)" if stale[study.name] else ""
+        lines.append(f"| [{study.name}](#{study.name}) | {study.title} | {done}/{len(planned)}{stale_note} | `{command}` |")
     lines += [
         "",
         "Cost (`python -m benchmarks estimate`), in core-hours (a run is one process on one core): what the runs made so "
@@ -747,6 +752,16 @@ def build_report(
             "",
         ]
         lines += [*protocol_table(study), ""]
+        if stale.get(study.name):
+            changed = sorted({key for keys in stale[study.name].values() for key in keys})
+            lines += [
+                f"Stale, left out of this study's tables: {len(stale[study.name])} finished runs that ran with other "
+                f"hyperparameters than the study's today (`{'`, `'.join(changed)}` changed since); "
+                f"`python -m benchmarks run --study {study.name}` trains them again: "
+                + ", ".join(f"`{run.task}/{run.method}/seed{run.seed}`" for run in stale[study.name])
+                + ".",
+                "",
+            ]
         if study.kind == "search":
             from benchmarks.tuning import search_rows
 

@@ -2,7 +2,9 @@
 Running a study: every (task, method, seed) is its own process (``python -m benchmarks one ...``, one torch
 thread) that writes its own result file when it ends, atomically; ``--jobs N`` runs N at a time. A run whose
 result file exists is skipped, so a stopped study resumes where it stopped and several machines can share one
-study (commit the result files as they come).
+study (commit the result files as they come). A result file whose hyperparameters are no longer what the study
+resolves for its run (an entry of ``hyperparams/`` or a method's overrides changed since) is *stale*: it is trained
+again, and the report leaves it out.
 """
 
 from __future__ import annotations
@@ -105,23 +107,62 @@ def _protocol(task: Task, method: Method) -> tuple:
     return (*train_env, task.eval_id, task.budget_of(method.name), task.eval_every, task.n_eval_episodes, task.threshold)
 
 
+def effective_hyperparams(algo: str, kwargs: dict) -> dict:
+    """``kwargs`` as a result file holds them (JSON), without the arguments set to ``algo``'s defaults: an argument
+    set to its default is the same run as one left out."""
+    from benchmarks.methods import algo_class, jsonable
+
+    defaults = {
+        name: jsonable(parameter.default)
+        for name, parameter in inspect.signature(algo_class(algo)).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    return {key: value for key, value in kwargs.items() if key not in defaults or defaults[key] != value}
+
+
+def resolved_hyperparams(task: Task, method: Method) -> dict:
+    """What a run of ``method`` on ``task`` trains with today, as :func:`effective_hyperparams`."""
+    from benchmarks.methods import hyperparams, jsonable
+
+    return effective_hyperparams(method.algo, jsonable(hyperparams(task, method)[0]))
+
+
+def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> dict[Run, list[str]]:
+    """
+    The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
+    rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ.
+    Timings, and methods whose class is missing here, are not checked.
+    """
+    from benchmarks.methods import unavailable
+
+    wanted: dict[tuple[str, str], dict] = {}
+    stale = {}
+    for run in runs:
+        path = run.path(results)
+        if run.method is None or not path.exists() or unavailable(method := study.method(run.method)):
+            continue
+        if (run.task, run.method) not in wanted:
+            wanted[run.task, run.method] = resolved_hyperparams(study.task(run.task), method)
+        now = wanted[run.task, run.method]
+        recorded = effective_hyperparams(method.algo, json.loads(path.read_text())["hyperparams"])
+        changed = sorted(key for key in now.keys() | recorded.keys() if now.get(key) != recorded.get(key))
+        if changed:
+            stale[run] = changed
+    return stale
+
+
+def finished_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> list[Run]:
+    """The ``runs`` whose result file exists and is not stale."""
+    stale = stale_runs(study, runs, results)
+    return [run for run in runs if run.path(results).exists() and run not in stale]
+
+
 def identical_run(study: Study, task: Task, method: Method, seed: int, results: Path = RESULTS_DIR) -> dict | None:
     """
     The result of a finished run of another study that is this run (same algorithm, hyperparameters, seed, task
     protocol), as this study's run; None if there is none. A run is deterministic given these (the smoke test checks
     it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead of repeating them.
     """
-    from benchmarks.methods import algo_class, hyperparams, jsonable
-
-    defaults = {
-        name: jsonable(parameter.default)
-        for name, parameter in inspect.signature(algo_class(method.algo)).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
-
-    def effective(kwargs: dict) -> dict:  # an argument set to its default is the same run as one left out
-        return {key: value for key, value in kwargs.items() if key not in defaults or defaults[key] != value}
-
     wanted = None
     for path in sorted(results.glob(f"*/*/*/seed{seed}.json")):
         if path.parts[-4] == study.name:
@@ -134,8 +175,8 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
             continue
         if other_method.algo != method.algo or _protocol(other_task, other_method) != _protocol(task, method):
             continue
-        wanted = wanted if wanted is not None else effective(jsonable(hyperparams(task, method)[0]))
-        if effective(content["hyperparams"]) == wanted and "reused_from" not in content:
+        wanted = wanted if wanted is not None else resolved_hyperparams(task, method)
+        if effective_hyperparams(method.algo, content["hyperparams"]) == wanted and "reused_from" not in content:
             source = path.relative_to(results).as_posix()
             print(f"{study.name}/{task.name}/{method.name}/seed{seed}: the same run as {source}, reused", flush=True)
             return {**content, "study": study.name, "task": task.name, "method": method.name, "reused_from": source}
@@ -174,10 +215,13 @@ def run_study(
     skipped = {method.name: why for method in study.methods if method.name in requested and (why := unavailable(method))}
     for name, why in skipped.items():
         print(f"skipping method {name}: {why}", flush=True)
-    pending = [run for run in runs if not run.path(results).exists() and run.method not in skipped]
-    done = sum(run.path(results).exists() for run in runs)
+    stale = stale_runs(study, runs, results)
+    for run, changed in stale.items():
+        print(f"stale  {run}: its hyperparameters changed since it ran ({', '.join(changed)}): trained again", flush=True)
+    done = [run for run in runs if run.path(results).exists() and run not in stale]
+    pending = [run for run in runs if run not in done and run.method not in skipped]
     at_a_time = f"{jobs} at a time" if jobs else "in this process"
-    print(f"study {study.name}: {len(runs)} runs, {done} finished, {len(pending)} to run, {at_a_time}", flush=True)
+    print(f"study {study.name}: {len(runs)} runs, {len(done)} finished, {len(pending)} to run, {at_a_time}", flush=True)
     if dry_run:
         for run in pending:
             print(f"  {run}")

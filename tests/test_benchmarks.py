@@ -92,6 +92,10 @@ def test_smoke_study_runs_resumes_and_reports(tmp_path):
 
 
 def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[float], threshold: float | None) -> dict:
+    """A result file of ``study`` with these final returns (and the hyperparameters it would run with today)."""
+    from benchmarks.methods import hyperparams, jsonable
+
+    study_ = load_study(study)
     evals = [
         dict(steps=512 * (i + 1), train_seconds=float(i + 1), mean_return=r, std_return=0.0) for i, r in enumerate(finals)
     ]
@@ -105,6 +109,7 @@ def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[fl
         budget=512 * len(finals),
         train_env_id="x",
         hyperparams_source="test",
+        hyperparams=jsonable(hyperparams(study_.task(task), study_.method(method))[0]),
         evals=evals,
         final_steps=evals[-1]["steps"],
         final_return=finals[-1],
@@ -177,6 +182,41 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "stale" not in readme and "| task (threshold) | RPO | SHAC |" in readme
     assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) |" in readme
+
+
+def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out_of_the_report(tmp_path, capsys):
+    """A result file that no longer holds what its study runs (its entry changed since) is not a finished run."""
+    from benchmarks.runner import finished_runs, run_study, stale_runs
+
+    results, study = tmp_path / "runs", load_study("smoke")
+    current = synthetic_run("smoke", "Pendulum", "rpo", 0, [-300.0, -150.0], -200.0)
+    write_json(Run("smoke", "Pendulum", "rpo", 0).path(results), current)
+    old_entry = {**synthetic_run("smoke", "Pendulum", "rpo", 1, [-300.0, -100.0], -200.0), "final_return": -100.0}
+    old_entry["hyperparams"] = {**old_entry["hyperparams"], "n_epochs": 3}
+    write_json(Run("smoke", "Pendulum", "rpo", 1).path(results), old_entry)
+    runs = planned_runs(study, seeds=[0, 1, 2], tasks=["Pendulum"], methods=["rpo"])
+    assert stale_runs(study, runs, results) == {runs[1]: ["n_epochs"]}
+    assert finished_runs(study, runs, results) == [runs[0]]
+    run_study(study, runs, results=results, dry_run=True)
+    out = capsys.readouterr().out
+    assert "stale  smoke/Pendulum/rpo/seed1: its hyperparameters changed since it ran (n_epochs)" in out
+    assert "3 runs, 1 finished, 2 to run" in out and "  smoke/Pendulum/rpo/seed1" in out
+    text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
+    assert "| RPO | 1 | -150.0 ± 0.0 |" in text  # the stale run's -100 is not in the table
+    assert "Stale, left out of this study's tables: 1 finished runs" in text and "`Pendulum/rpo/seed1`" in text
+
+
+def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
+    """A ``lin_<x>`` entry computes what rl-zoo3's does, and two processes record it alike (not a function address)."""
+    from rl_zoo3.utils import linear_schedule
+
+    from benchmarks.methods import jsonable
+    from benchmarks.studies._tasks import REACHER_TASK
+
+    kwargs, source = zoo_hyperparams(REACHER_TASK, Method("ppo", "ppo"))
+    assert source.endswith("ppo.yml[ReacherBulletEnv-v0] applied to DiffReacher-v0")
+    assert jsonable(kwargs)["clip_range"] == "lin_0.4"
+    assert all(kwargs["clip_range"](p) == linear_schedule(0.4)(p) for p in np.linspace(0.0, 1.0, 101))
 
 
 def test_verdict_ties_within_one_evaluation_period():
