@@ -8,6 +8,7 @@ Command line of the benchmark runner: ``python -m benchmarks <command>``.
     python -m benchmarks report                                 # runs.csv, docs/benchmarks.md and its figures
     python -m benchmarks estimate                               # core-hours of what is left, from measured runs
     python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo   # equal-budget Optuna search
+    python -m benchmarks adopt --study tuning --task CartPoleSwingUp --method rpo  # its best trial into hyperparams/
     python -m benchmarks random --study mujoco                  # return of uniform random actions per task
 """
 
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.runner import LOGS_DIR, RESULTS_DIR, TUNING_DIR, Run, planned_runs, run_one, run_study, stale_runs
-from benchmarks.study import load_study, study_names
+from benchmarks.study import Study, load_study, study_names
 
 
 def parse_seeds(values: list[str] | None) -> list[int] | None:
@@ -66,10 +67,22 @@ def _one(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> None:
     from benchmarks.tuning import tune
 
-    study = load_study(args.study)
+    study = _search_study(args.study)
+    tune(study, study.task(args.task), study.method(args.method), max_trials=args.trials, tuning_dir=args.tuning)
+
+
+def _adopt(args: argparse.Namespace) -> None:
+    from benchmarks.tuning import adopt
+
+    study = _search_study(args.study)
+    adopt(study, study.task(args.task), study.method(args.method), tuning_dir=args.tuning)
+
+
+def _search_study(name: str) -> Study:
+    study = load_study(name)
     if study.kind != "search":
         raise SystemExit(f"{study.name} is not a search study; search studies: {', '.join(search_study_names())}")
-    tune(study, study.task(args.task), study.method(args.method), max_trials=args.trials, tuning_dir=args.tuning)
+    return study
 
 
 def search_study_names() -> list[str]:
@@ -146,10 +159,19 @@ def main(argv: list[str] | None = None) -> None:
     tune_parser.add_argument("--method", required=True)
     tune_parser.add_argument("--trials", type=int, help="at most this many trials in this process (default: until n_trials)")
 
+    adopt_parser = commands.add_parser(
+        "adopt", help="write the best trial of a finished search into hyperparams/<algo>.yml (benchmarks/tuning.py)"
+    )
+    adopt_parser.add_argument("--study", required=True, choices=study_names())
+    adopt_parser.add_argument("--task", required=True)
+    adopt_parser.add_argument("--method", required=True)
+
     random = commands.add_parser("random", help="mean return of uniform random actions on each task's eval env")
     random.add_argument("--study", required=True, choices=study_names())
     random.add_argument("--episodes", type=int, default=10)
 
     args = parser.parse_args(argv)
-    handlers = dict(list=_list, run=_run, one=_one, report=_report, estimate=_estimate, tune=_tune, random=_random)
+    handlers = dict(
+        list=_list, run=_run, one=_one, report=_report, estimate=_estimate, tune=_tune, adopt=_adopt, random=_random
+    )
     handlers[args.command](args)

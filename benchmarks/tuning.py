@@ -4,6 +4,7 @@ Equal-budget hyperparameter search of the gradient methods (GitHub issue 11): Op
 
     python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo              # until n_trials are done
     python -m benchmarks tune --study tuning --task CartPoleSwingUp --method rpo --trials 2   # at most 2 more here
+    python -m benchmarks adopt --study tuning --task CartPoleSwingUp --method rpo   # the best trial into hyperparams/
 
 A search study (``kind="search"``) fixes, before any trial, the tasks, the methods, the tuning seeds (from 100 on,
 disjoint from every evaluation study's seeds) and ``n_trials``: every method gets the same number of trials, each of
@@ -24,13 +25,16 @@ trial does not count towards ``n_trials``.
 
 Before its first trial, a search scores the shipped entry (``hyperparams/<algo>.yml``, no override) the same way on
 the same seeds and keeps the result in the journal (the study's ``shipped`` user attribute): a trial is worth adopting
-only if it beats that.
+only if it beats that. ``adopt`` writes the best trial of a finished search into ``hyperparams/<algo>.yml`` (refused
+where it does not beat the shipped entry), with a comment naming the study and the trial; the evaluation studies'
+runs of the entry it replaces become stale, and ``python -m benchmarks run`` measures the new one on their seeds.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +213,7 @@ def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
         for method in study.methods:
             search, _ = load_search(study, task, method, tuning_dir)
             trials = [] if search is None else finished_trials(search)
-            completed = [trial for trial in trials if trial.value is not None and trial.state.name == "COMPLETE"]
-            best = max(completed, key=lambda trial: trial.value) if completed else None
+            best = None if search is None else best_trial(search)
             shipped = None if search is None else search.user_attrs.get("shipped")
             command = f"python -m benchmarks tune --study {study.name} --task {task.name} --method {method.name}"
             value = f"{best.value:.3f} (trial {best.number})" if best else ""
@@ -218,3 +221,106 @@ def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
             cells = [task.name, method.display, f"{len(trials)}/{study.n_trials}", shipped and f"{shipped['objective']:.3f}"]
             lines.append("| " + " | ".join(cell or "" for cell in cells) + f" | {value} | {params} | `{command}` |")
     return lines
+
+
+# ---------------------------------------------------------------------------- adopting a trial
+def best_trial(search: Any) -> Any:
+    """The completed trial with the highest objective, or None."""
+    completed = [trial for trial in finished_trials(search) if trial.state.name == "COMPLETE" and trial.value is not None]
+    return max(completed, key=lambda trial: trial.value) if completed else None
+
+
+def _policy_kwargs_text(policy_kwargs: dict[str, Any]) -> str:
+    """``policy_kwargs`` as the yml files write them: a Python expression that rl-zoo3 evaluates with ``nn`` imported."""
+    import torch as th
+
+    def text(value: Any) -> str:
+        is_module = isinstance(value, type) and issubclass(value, th.nn.Module)
+        return f"nn.{value.__name__}" if is_module else repr(value)
+
+    return "dict(" + ", ".join(f"{key}={text(value)}" for key, value in policy_kwargs.items()) + ")"
+
+
+def trial_entry(task: Task, method: Method, params: dict[str, Any]) -> dict[str, Any]:
+    """
+    The yml entry that trains as a trial with raw ``params`` trained: the task's current entry of
+    ``hyperparams/<algo>.yml`` with the sampled values, the decaying learning rates as ``lin_<x>`` and the network
+    in ``policy_kwargs`` (next to the entry's other policy arguments, as the trial had them).
+    """
+    from benchmarks.methods import REPO_ROOT, preprocess, yml_entry
+    from sb3_rpo.zoo.hyperparams_opt import NET_ARCH, SAPO_NET_ARCH
+
+    entry_id = task.diff_hyperparams_id or task.diff_env_id
+    entry = yml_entry(REPO_ROOT / "hyperparams" / f"{method.algo}.yml", entry_id)
+    if entry is None:
+        raise SystemExit(f"hyperparams/{method.algo}.yml has no {entry_id} entry to replace: add one first")
+    values = dict(params)
+    decaying = values.pop("lr_schedule", "linear" if method.algo == "sapo" else "constant") == "linear"
+    for key in ("learning_rate", "critic_learning_rate"):
+        if decaying and key in values:
+            values[key] = f"lin_{values[key]!r}"
+    if "net_arch" in values:
+        policy_kwargs = preprocess({"policy_kwargs": entry.get("policy_kwargs") or "dict()"}, gradient=True)["policy_kwargs"]
+        policy_kwargs["net_arch"] = (SAPO_NET_ARCH if method.algo == "sapo" else NET_ARCH)[values.pop("net_arch")]
+        values["policy_kwargs"] = _policy_kwargs_text(policy_kwargs)
+    return {**entry, **values}
+
+
+def replace_entry(path: Path, entry_id: str, entry: dict[str, Any], comment: str) -> None:
+    """Replace the ``entry_id`` block of a yml file (with the comment lines right above it) by ``entry``, leaving the
+    rest of the file as it is."""
+    import yaml
+
+    lines = path.read_text().splitlines()
+    start = lines.index(f"{entry_id}:")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" ")), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    block = [f"# {line}" for line in comment.splitlines()]
+    block += yaml.safe_dump({entry_id: entry}, sort_keys=False, default_flow_style=False, width=200).splitlines()
+    path.write_text("\n".join(lines[:start] + block + lines[end:]) + "\n")
+
+
+def adopt(study: Study, task: Task, method: Method, tuning_dir: Path = TUNING_DIR) -> Path:
+    """
+    Make the best trial of a finished search the shipped entry of ``hyperparams/<algo>.yml`` for ``task``, with a
+    comment naming the study, the trial and both objectives; refused while the search has trials left, or when the
+    best trial does not beat the shipped entry. The evaluation studies' runs of the old entry then become stale.
+    """
+    from benchmarks.methods import REPO_ROOT, gradient_hyperparams, jsonable
+
+    search, _ = load_search(study, task, method, tuning_dir)
+    command = f"python -m benchmarks tune --study {study.name} --task {task.name} --method {method.name}"
+    if search is None or len(finished_trials(search)) < study.n_trials:
+        done = 0 if search is None else len(finished_trials(search))
+        raise SystemExit(f"the search has {done} of its {study.n_trials} trials: finish it first ({command})")
+    best, shipped = best_trial(search), search.user_attrs.get("shipped")
+    if shipped is None or best is None or best.value <= shipped["objective"]:
+        found = "no completed trial" if best is None else f"its best trial scores {best.value:.3f}"
+        against = "an unscored shipped entry" if shipped is None else f"the shipped entry's {shipped['objective']:.3f}"
+        raise SystemExit(f"nothing to adopt: {found}, against {against}")
+    trained = jsonable(gradient_hyperparams(task, trial_method(task, method, _sampler(method.algo)(best, 0, 0, {})))[0])
+    entry_id = task.diff_hyperparams_id or task.diff_env_id
+    path = REPO_ROOT / "hyperparams" / f"{method.algo}.yml"
+    before = path.read_text()
+    seeds = f"{study.seeds[0]}-{study.seeds[-1]}"
+    outcome = (
+        f"objective {best.value:.3f} on tuning seeds {seeds} against {shipped['objective']:.3f} for the entry it "
+        f"replaced ({shipped['source']})."
+    )
+    comment = "\n".join(
+        [
+            f"Adopted from the `{study.name}` study (benchmarks/studies/{study.name}.py, docs/benchmarks.md): trial "
+            f"{best.number} of",
+            f"`{command}`:",
+            *textwrap.wrap(outcome, width=110),
+        ]
+    )
+    replace_entry(path, entry_id, trial_entry(task, method, best.params), comment)
+    if jsonable(gradient_hyperparams(task, method)[0]) != trained:  # the file must read back as the trial trained
+        path.write_text(before)
+        raise AssertionError(f"the written {entry_id} entry does not read back as trial {best.number}'s settings")
+    print(f"{path}: {entry_id} is trial {best.number} of {study.name}/{task.name}/{method.name}", flush=True)
+    return path

@@ -434,3 +434,37 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
     rows = "\n".join(search_rows(study, tmp_path))
     value = f"{shipped['objective']:.3f}"
     assert f"| Pendulum | RPO | 2/2 | {value} |" in rows and "| Pendulum | SHAC | 0/2 |  |" in rows
+    check_adopt(study, task, search, tmp_path)
+
+
+def check_adopt(study: Study, task, search, tuning_dir: Path) -> None:
+    """`adopt` writes the best trial into a copy of hyperparams/: it reads back as the trial trained, the rest of the
+    file is kept; it is refused while trials are left and where the shipped entry scores at least as well."""
+    import shutil
+
+    from benchmarks import methods
+    from benchmarks.methods import jsonable
+    from benchmarks.studies._methods import RPO
+    from benchmarks.tuning import adopt, best_trial
+
+    root = tuning_dir / "repo"
+    shutil.copytree(REPO / "hyperparams", root / "hyperparams")
+    before = (root / "hyperparams" / "rpo.yml").read_text()
+    with patch.object(methods, "REPO_ROOT", root):
+        with pytest.raises(SystemExit, match="finish it first"):
+            adopt(replace(study, n_trials=3), task, RPO, tuning_dir)
+        shipped = search.user_attrs["shipped"]
+        search.set_user_attr("shipped", {**shipped, "objective": 1e9})
+        with pytest.raises(SystemExit, match="nothing to adopt"):
+            adopt(study, task, RPO, tuning_dir)
+        search.set_user_attr("shipped", {**shipped, "objective": -1e9})
+        adopt(study, task, RPO, tuning_dir)
+        resolved = jsonable(gradient_hyperparams(task, RPO)[0])
+    best = best_trial(search)
+    recorded = best.user_attrs["hyperparams"]  # what the trial's runs trained with, on top of the entry
+    assert {key: resolved[key] for key in recorded} == recorded
+    after = (root / "hyperparams" / "rpo.yml").read_text()
+    assert f"trial {best.number} of\n# `python -m benchmarks tune --study search --task Pendulum --method rpo`" in after
+    header = before[: before.index("\nDiffPendulum-v0:")].rsplit("\n\n", 1)[0]  # up to the entry's own comment
+    rest = before[before.index("\n\n", before.index("\nDiffPendulum-v0:")) :]  # from the blank line after the entry
+    assert after.startswith(header + "\n\n# Adopted from the `search` study") and after.endswith(rest)
