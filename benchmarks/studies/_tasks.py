@@ -10,8 +10,11 @@ Normalization, ``(score - random) / (reference - random)``:
   runner replaced (``benchmarks/results/legacy/learning_all_tasks_{rpo,shac}.json`` and ``legacy/pendulum.json``).
 * MuJoCo: D4RL's reference returns (``REF_MIN_SCORE``/``REF_MAX_SCORE`` of ``d4rl/infos.py``: a random policy and an
   expert SAC policy on the v2 envs, whose models and rewards v5 keeps).
-* rewarped and MJX: none yet (``python -m benchmarks random --study <name>`` measures ``random``); they are left
-  out of the normalized aggregate until both constants are set.
+* rewarped's DFlex Cartpole: ``random`` measured here (``python -m benchmarks random --study rewarped``, 10 episodes),
+  ``reference`` the authors' SAPO at 500k env steps (docs/sapo.md). DFlex Hopper has none yet (random actions reach
+  non-finite states there, and no reference return is at hand): final returns and curves only, out of the aggregate.
+* MJX Hopper: D4RL's Hopper constants, as for MuJoCo's Hopper-v5: brax's hopper has gymnasium's Hopper model, reward
+  weights, health ranges, termination and frame skip (random actions measured here: 24.6).
 
 Model-free methods train on the gymnasium env the DiffVecEnv mirrors: gymnasium's ``Pendulum-v1`` and ``Hopper-v5``
 etc. where one exists (the DiffVecEnv reproduces its dynamics and reward), else the gymnasium registration of the
@@ -130,7 +133,10 @@ REWARPED = (
         gym_env_id="RewarpedDFlexCartpole-v0",
         budget=200_000,
         eval_every=10_000,
-        threshold=None,
+        threshold=-650.0,  # 0.9 of the way from random to the reference: swung up and balanced (the zero action: -1818)
+        random_score=-1962.6,
+        reference_score=-520.0,
+        normalization_source="random: `python -m benchmarks random --study rewarped`; reference: the authors' SAPO at 500k",
         zoo_ids=SWING_UP,
         zoo_notes="as the embedded cart-pole swing-up",
     ),
@@ -154,7 +160,10 @@ MJX = (
         gym_env_id="MJXHopper-v0",
         budget=300_000,
         eval_every=20_000,
-        threshold=None,
+        threshold=2000.0,  # as Hopper-v5's
+        random_score=-20.272305,
+        reference_score=3234.3,
+        normalization_source="D4RL's Hopper REF_MIN_SCORE / REF_MAX_SCORE, as Hopper-v5 (the same model and reward)",
         zoo_ids=dict.fromkeys(("ppo", "sac", "tqc", "crossq"), "Hopper-v4"),
         zoo_notes="gymnasium's Hopper-v4 entries (brax's hopper is MuJoCo's Hopper model)",
     ),

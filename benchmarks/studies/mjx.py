@@ -7,7 +7,8 @@ STUDY = Study(
     title="MJX Hopper (brax)",
     description="""\
 brax's MJX hopper through `jax.vjp`. The model-free methods train on its gymnasium registration; every method is
-evaluated there. No threshold and no normalization constants yet. 5 seeds.""",
+evaluated there. Threshold and normalization as MuJoCo's Hopper-v5 (D4RL's constants): brax's hopper has gymnasium's
+model, reward and termination. 5 seeds.""",
     tasks=MJX,
     methods=ALL,
     seeds=tuple(range(5)),

@@ -7,8 +7,9 @@ STUDY = Study(
     title="rewarped DFlex Cartpole and Hopper",
     description="""\
 DiffRL's DFlex tasks through rewarped (warp on the CPU). The gradient methods train on the batched DiffVecEnv, the
-model-free methods on its gymnasium registration (one env); every method is evaluated there. No threshold and no
-normalization constants yet: final returns and curves only. 5 seeds.""",
+model-free methods on its gymnasium registration (one env); every method is evaluated there. DFlex Cartpole has its
+threshold and normalization (fixed before any run, `benchmarks/studies/_tasks.py`), DFlex Hopper none yet: final
+returns and curves only. 5 seeds.""",
     tasks=REWARPED,
     methods=ALL,
     seeds=tuple(range(5)),
