@@ -379,6 +379,10 @@ def summary_table(study: Study, results: dict[str, dict[str, list[dict[str, Any]
     return lines
 
 
+def seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
 def verdict(rpo: float, other: float, period: int | None = None) -> str:
     """
     Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached.
@@ -389,7 +393,7 @@ def verdict(rpo: float, other: float, period: int | None = None) -> str:
     if math.isinf(rpo) and math.isinf(other):
         return "neither reached it"
     if period and not math.isinf(rpo + other) and rpo // period == other // period:
-        return f"tied (the same evaluation: every {period:,} env steps)"
+        return f"tied, the same evaluation (every {period:,} env steps)"
     return "met" if rpo < other else "missed"
 
 
@@ -430,15 +434,18 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
             best = min(model_free, key=lambda m: median_steps(model_free[m]))
             best_steps = median_steps(model_free[best])
             steps_verdict = verdict(rpo_steps, best_steps, task.eval_every)
-            steps_cell = f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)}: {steps_verdict}"
+            steps_cell = (
+                f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)} ({seeds(len(model_free[best]))}): {steps_verdict}"
+            )
 
             fastest = min(model_free, key=lambda m: median_seconds(model_free[m]))
             rpo_s, best_s = median_seconds(rpo), median_seconds(model_free[fastest])
-            seconds_cell = f"{fmt(rpo_s)} vs {fastest} {fmt(best_s)}: " + verdict(rpo_s, best_s)
+            seconds_cell = f"{fmt(rpo_s)} vs {fastest} {fmt(best_s)} ({seeds(len(model_free[fastest]))}): "
+            seconds_cell += verdict(rpo_s, best_s)
             if len(model_free) < len(MODEL_FREE):
                 missing = ", ".join(m for m in MODEL_FREE if m not in model_free)
-                steps_cell += f" (not yet run: {missing})"
-                seconds_cell += f" (not yet run: {missing})"
+                steps_cell += f"; not yet run: {missing}"
+                seconds_cell += f"; not yet run: {missing}"
         seeds_cell = f"{sum(run['steps_to_threshold'] is not None for run in rpo)}/{len(rpo)} " + seeds_verdict(rpo, study)
         lines.append(f"| {task.name} | {ratio} | {steps_cell} | {seconds_cell} | {seeds_cell} |")
     return lines if len(lines) > 2 else []

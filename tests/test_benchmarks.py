@@ -173,15 +173,19 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
         for seed, returns in enumerate(finals):
             run = synthetic_run("embedded", "Pendulum", method, seed, returns, -200.0)
             write_json(Run("embedded", "Pendulum", method, seed).path(results), run)
+    ppo = synthetic_run("embedded", "Pendulum", "ppo", 0, [-900.0, -300.0, -150.0], -200.0)
+    write_json(Run("embedded", "Pendulum", "ppo", 0).path(results), ppo)
     (tmp_path / "README.md").write_text(
         "# x\n<!-- benchmark summary: generated -->\nstale\n<!-- end of benchmark summary -->\n"
     )
-    build_report(
+    text = build_report(
         results=results, page=tmp_path / "docs" / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20
     )
     readme = (tmp_path / "README.md").read_text()
-    assert "stale" not in readme and "| task (threshold) | RPO | SHAC |" in readme
-    assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) |" in readme
+    assert "stale" not in readme and "| task (threshold) | RPO | SHAC | PPO |" in readme
+    assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) | 1,536 steps, 3.0 s (1/1) |" in readme
+    # The aims say over how many seeds the model-free median was taken.
+    assert "| 1,024 vs ppo 1,536 (1 seed): tied, the same evaluation (every 2,500 env steps); not yet run: sac," in text
 
 
 def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out_of_the_report(tmp_path, capsys):
@@ -223,7 +227,7 @@ def test_verdict_ties_within_one_evaluation_period():
     from benchmarks.report import verdict
 
     # RPO evaluates at its first iteration past 20,000 env steps, PPO at 20,000: the same (second) evaluation
-    assert verdict(20_480.0, 20_000.0, period=10_000) == "tied (the same evaluation: every 10,000 env steps)"
+    assert verdict(20_480.0, 20_000.0, period=10_000) == "tied, the same evaluation (every 10,000 env steps)"
     assert verdict(20_480.0, 20_000.0) == "missed" and verdict(10_240.0, 20_000.0, period=10_000) == "met"
     assert verdict(math.inf, 20_000.0, period=10_000) == "missed" and verdict(math.inf, math.inf) == "neither reached it"
 
