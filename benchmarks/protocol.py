@@ -131,6 +131,7 @@ def train_run(study: Study, task: Task, method: Method, seed: int) -> dict[str, 
         every = max(1, round(every / steps_per_iteration)) * steps_per_iteration
     callback = PeriodicEval(eval_env, every, method.gradient, task.n_eval_episodes)
     budget = task.budget_of(method.name)
+    revision = commit()  # the code that trains, read before a checkout can move on during a long run
     started = time.time()
     begin = time.perf_counter()
     model.learn(budget, callback=callback)
@@ -166,7 +167,7 @@ def train_run(study: Study, task: Task, method: Method, seed: int) -> dict[str, 
         eval_cpu_seconds=callback.eval_cpu_seconds,
         wall_seconds=wall,
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        commit=commit(),
+        commit=revision,
         command=" ".join([os.path.basename(sys.executable), *sys.argv]),
         machine=machine(),
     )
@@ -209,6 +210,7 @@ def time_iterations(study: Study, task: Task, block: int = 5, warmup: int = 5) -
     iterations (the order rotated every round) after ``warmup`` iterations each, so that machine noise hits all alike.
     """
     th.set_num_threads(1)
+    revision = commit()
     methods = [method for method in study.methods if method.gradient and unavailable(method) is None]
     models, sources = {}, {}
     for method in methods:
@@ -238,7 +240,7 @@ def time_iterations(study: Study, task: Task, block: int = 5, warmup: int = 5) -
         hyperparams_source=sources,
         median_seconds=medians,
         raw_seconds={name: timer.records for name, timer in timers.items()},
-        commit=commit(),
+        commit=revision,
         command=" ".join([os.path.basename(sys.executable), *sys.argv]),
         machine=machine(),
     )
