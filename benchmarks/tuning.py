@@ -241,27 +241,33 @@ def _policy_kwargs_text(policy_kwargs: dict[str, Any]) -> str:
     return "dict(" + ", ".join(f"{key}={text(value)}" for key, value in policy_kwargs.items()) + ")"
 
 
-def trial_entry(task: Task, method: Method, params: dict[str, Any]) -> dict[str, Any]:
+def _yml_value(value: Any) -> Any:
+    """A sampled value as the yml files write it: a decaying learning rate as ``lin_<x>`` (``lin_<x>_<floor>``)."""
+    from stable_baselines3.common.utils import LinearSchedule
+
+    from sb3_rpo.common.schedules import LR_FLOOR
+
+    if isinstance(value, LinearSchedule):
+        return f"lin_{value.start!r}" + ("" if value.end == LR_FLOOR else f"_{value.end!r}")
+    return value
+
+
+def trial_entry(task: Task, method: Method, sampled: dict[str, Any]) -> dict[str, Any]:
     """
-    The yml entry that trains as a trial with raw ``params`` trained: the task's current entry of
-    ``hyperparams/<algo>.yml`` with the sampled values, the decaying learning rates as ``lin_<x>`` and the network
-    in ``policy_kwargs`` (next to the entry's other policy arguments, as the trial had them).
+    The yml entry that trains as a trial with the sampler's output ``sampled`` trained: the task's current entry of
+    ``hyperparams/<algo>.yml`` with the sampled values, the network in ``policy_kwargs`` (next to the entry's other
+    policy arguments, as the trial had them).
     """
     from benchmarks.methods import REPO_ROOT, preprocess, yml_entry
-    from sb3_rpo.zoo.hyperparams_opt import NET_ARCH, SAPO_NET_ARCH
 
     entry_id = task.diff_hyperparams_id or task.diff_env_id
     entry = yml_entry(REPO_ROOT / "hyperparams" / f"{method.algo}.yml", entry_id)
     if entry is None:
         raise SystemExit(f"hyperparams/{method.algo}.yml has no {entry_id} entry to replace: add one first")
-    values = dict(params)
-    decaying = values.pop("lr_schedule", "linear" if method.algo == "sapo" else "constant") == "linear"
-    for key in ("learning_rate", "critic_learning_rate"):
-        if decaying and key in values:
-            values[key] = f"lin_{values[key]!r}"
+    values = {key: _yml_value(value) for key, value in sampled.items()}
     if "net_arch" in values:
         policy_kwargs = preprocess({"policy_kwargs": entry.get("policy_kwargs") or "dict()"}, gradient=True)["policy_kwargs"]
-        policy_kwargs["net_arch"] = (SAPO_NET_ARCH if method.algo == "sapo" else NET_ARCH)[values.pop("net_arch")]
+        policy_kwargs["net_arch"] = values.pop("net_arch")
         values["policy_kwargs"] = _policy_kwargs_text(policy_kwargs)
     return {**entry, **values}
 
@@ -301,7 +307,8 @@ def adopt(study: Study, task: Task, method: Method, tuning_dir: Path = TUNING_DI
         found = "no completed trial" if best is None else f"its best trial scores {best.value:.3f}"
         against = "an unscored shipped entry" if shipped is None else f"the shipped entry's {shipped['objective']:.3f}"
         raise SystemExit(f"nothing to adopt: {found}, against {against}")
-    trained = jsonable(gradient_hyperparams(task, trial_method(task, method, _sampler(method.algo)(best, 0, 0, {})))[0])
+    sampled = _sampler(method.algo)(best, 0, 0, {})  # a finished trial answers the sampler with its parameters
+    trained = jsonable(gradient_hyperparams(task, trial_method(task, method, sampled))[0])
     entry_id = task.diff_hyperparams_id or task.diff_env_id
     path = REPO_ROOT / "hyperparams" / f"{method.algo}.yml"
     before = path.read_text()
@@ -318,7 +325,7 @@ def adopt(study: Study, task: Task, method: Method, tuning_dir: Path = TUNING_DI
             *textwrap.wrap(outcome, width=110),
         ]
     )
-    replace_entry(path, entry_id, trial_entry(task, method, best.params), comment)
+    replace_entry(path, entry_id, trial_entry(task, method, sampled), comment)
     if jsonable(gradient_hyperparams(task, method)[0]) != trained:  # the file must read back as the trial trained
         path.write_text(before)
         raise AssertionError(f"the written {entry_id} entry does not read back as trial {best.number}'s settings")

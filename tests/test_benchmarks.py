@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -221,6 +222,34 @@ def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
     assert source.endswith("ppo.yml[ReacherBulletEnv-v0] applied to DiffReacher-v0")
     assert jsonable(kwargs)["clip_range"] == "lin_0.4"
     assert all(kwargs["clip_range"](p) == linear_schedule(0.4)(p) for p in np.linspace(0.0, 1.0, 101))
+
+
+@pytest.mark.parametrize(
+    "algo, params",
+    [
+        ("shac", dict(learning_rate=2e-3, critic_learning_rate=5e-4, lr_schedule="linear", n_steps=16, n_envs=32,
+                      ent_coef="auto_0.1", tau=0.5, net_arch="medium")),
+        ("sapo", dict(learning_rate=3e-3, critic_learning_rate=1e-3, ent_coef="auto_0.3", ent_coef_learning_rate=5e-3,
+                      n_steps=16, n_envs=32, max_grad_norm=1.0, net_arch="sapo")),
+    ],
+)  # fmt: skip
+def test_an_adopted_entry_reads_back_as_the_trial_trained(tmp_path, algo, params):
+    """SHAC's entry keeps its SiLU and critics next to the new network; SAPO's own two-part network and decaying rates."""
+    from optuna.trial import FixedTrial
+
+    from benchmarks import methods
+    from benchmarks.methods import jsonable
+    from benchmarks.tuning import _sampler, replace_entry, trial_entry, trial_method
+
+    method = Method(algo, algo)
+    sampled = _sampler(algo)(FixedTrial(params), 0, 0, {})
+    trained = jsonable(gradient_hyperparams(PENDULUM, trial_method(PENDULUM, method, sampled))[0])
+    shutil.copytree(REPO / "hyperparams", tmp_path / "hyperparams")
+    with patch.object(methods, "REPO_ROOT", tmp_path):
+        replace_entry(tmp_path / "hyperparams" / f"{algo}.yml", "DiffPendulum-v0", trial_entry(PENDULUM, method, sampled), "x")
+        assert jsonable(gradient_hyperparams(PENDULUM, method)[0]) == trained
+    if algo == "shac":
+        assert "activation_fn': \"<class 'torch.nn.modules.activation.SiLU'>\"" in repr(trained)
 
 
 def test_verdict_ties_within_one_evaluation_period():
@@ -444,8 +473,6 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
 def check_adopt(study: Study, task, search, tuning_dir: Path) -> None:
     """`adopt` writes the best trial into a copy of hyperparams/: it reads back as the trial trained, the rest of the
     file is kept; it is refused while trials are left and where the shipped entry scores at least as well."""
-    import shutil
-
     from benchmarks import methods
     from benchmarks.methods import jsonable
     from benchmarks.studies._methods import RPO
