@@ -98,7 +98,7 @@ def _report(args: argparse.Namespace) -> None:
 def _estimate(args: argparse.Namespace) -> None:
     from benchmarks.report import estimate_table
 
-    print(estimate_table(args.results, [args.study] if args.study else study_names()))
+    print(estimate_table(args.results, [args.study] if args.study else study_names(), args.tuning))
 
 
 def _random(args: argparse.Namespace) -> None:

@@ -593,7 +593,11 @@ def estimate_rows(
     return rows
 
 
-def estimate_table(results: Path, names: list[str]) -> str:
+def estimate_table(results: Path, names: list[str], tuning: Path | None = None) -> str:
+    """The cost table of the comparison studies, and the core-hours spent in all, the search studies' trials (their
+    journals in ``tuning``, by default next to ``results``) included."""
+    from benchmarks.tuning import search_seconds
+
     lines = [
         "| study | runs | finished | core-hours spent | core-hours left: measured on the task | by analogy (same "
         "algorithm, another task of the study) | unfinished runs without a measurement |",
@@ -606,7 +610,15 @@ def estimate_table(results: Path, names: list[str]) -> str:
         lines.append(f"| {name} | {total} | {done} | {spent:.1f} | {hours:.1f} | {analogy:.1f} | {unmeasured} |")
     made = [run for run in finished if "reused_from" not in run]
     spent = sum(run["wall_seconds"] for run in made) / 3600
-    lines += ["", f"Spent in all: {spent:.1f} core-hours, the {len(made)} runs made so far (every study, the probes too)."]
+    searches = [study for study in map(load_study, names) if study.kind == "search"]
+    tuned = [search_seconds(study, tuning or results.parent / "tuning") for study in searches]
+    tuning_hours, tuning_runs = sum(seconds for seconds, _ in tuned) / 3600, sum(count for _, count in tuned)
+    lines += [
+        "",
+        f"Spent in all: {spent + tuning_hours:.1f} core-hours: the {len(made)} runs made so far (every study, the probes "
+        f"too), {spent:.1f}, and the {tuning_runs} training runs of the search studies (their trials' and shipped "
+        f"entries', read from the journals; older records hold training time only), {tuning_hours:.1f}.",
+    ]
     algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(key[1] == algo for key in per_method)]
     lines += ["", "The same (measured and by analogy), per algorithm:", "", "| study | " + " | ".join(algos) + " |"]
     lines.append("|---|" + "---:|" * len(algos))
@@ -736,7 +748,7 @@ def build_report(
         "measurement are counted apart. Evaluations of a trained policy last longer than a probe's (longer episodes), so "
         "these are lower bounds where episodes end early.",
         "",
-        estimate_table(results, [s.name for s in studies]),
+        estimate_table(results, [s.name for s in studies], tuning),
         "",
     ]
     lines += [

@@ -148,7 +148,8 @@ def seed_runs(study: Study, task: Task, method: Method) -> Any:
 
     for seed in study.seeds:
         run = train_run(study, task, method, seed)
-        summary = {key: run[key] for key in ("final_return", "best_return", "steps_to_threshold", "train_seconds")}
+        keys = ("final_return", "best_return", "steps_to_threshold", "train_seconds", "wall_seconds")
+        summary = {key: run[key] for key in keys}
         yield seed, {**summary, "score": run_score(task, run)}
 
 
@@ -196,6 +197,22 @@ def tune(study: Study, task: Task, method: Method, max_trials: int | None = None
         last = search.trials[-1]
         print(f"{study.name}/{task.name}/{method.name}: trial {last.number} {last.state.name} {last.value}", flush=True)
     return search
+
+
+def search_seconds(study: Study, tuning_dir: Path = TUNING_DIR) -> tuple[float, int]:
+    """The core-seconds a search study's training runs took (every trial's seeds, failed trials' too, and the shipped
+    entries'; a run's training time where its journal predates wall-clock records) and how many runs."""
+    seconds, count = 0.0, 0
+    for task in study.tasks:
+        for method in study.methods:
+            search, _ = load_search(study, task, method, tuning_dir)
+            if search is None:
+                continue
+            for attrs in (search.user_attrs.get("shipped", {}), *(trial.user_attrs for trial in search.trials)):
+                for summary in (value for key, value in attrs.items() if key.startswith("seed")):
+                    seconds += summary.get("wall_seconds", summary["train_seconds"])
+                    count += 1
+    return seconds, count
 
 
 def _short(x: Any) -> str:

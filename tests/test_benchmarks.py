@@ -395,9 +395,18 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     write_json(Run("embedded", "Pendulum", "rpo", 0).path(tmp_path), made)
     reused = {**made, "study": "ablations", "reused_from": "embedded/Pendulum/rpo/seed0"}
     write_json(Run("ablations", "Pendulum", "rpo", 0).path(tmp_path), reused)
-    text = estimate_table(tmp_path, ["embedded", "ablations"])
+    # A search study's trials count with their journal's runs: wall-clock where recorded, else training time.
+    import optuna
+
+    from benchmarks.tuning import load_search
+
+    search, _ = load_search(load_study("tuning"), PENDULUM, Method("rpo", "rpo"), tmp_path / "tuning", create=True)
+    search.set_user_attr("shipped", dict(seed100=dict(train_seconds=500.0, wall_seconds=1800.0)))
+    old_record = dict(seed100=dict(train_seconds=900.0), seed101=dict(train_seconds=900.0, wall_seconds=1800.0))
+    search.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=old_record))
+    text = estimate_table(tmp_path, ["embedded", "ablations", "tuning"], tmp_path / "tuning")
     assert "| embedded | 350 | 1 | 1.5 |" in text and "| ablations | 75 | 1 | 0.0 |" in text
-    assert "Spent in all: 1.5 core-hours, the 1 runs made so far" in text
+    assert "Spent in all: 2.8 core-hours: the 1 runs made so far (every study, the probes too), 1.5, and the 3" in text
 
 
 def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
