@@ -121,13 +121,11 @@ def load_search(
     path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(path)))
-    return optuna.create_study(
-        study_name=f"{study.name}-{task.name}-{method.name}",
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5),
-    ), storage
+    name, pruner = f"{study.name}-{task.name}-{method.name}", optuna.pruners.MedianPruner(n_startup_trials=5)
+    try:  # loading writes nothing (create_study(load_if_exists=True) appended a record to the journal at every read)
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner), storage
+    except KeyError:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner), storage
 
 
 def finished_trials(search: Any) -> list[Any]:

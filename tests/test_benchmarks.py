@@ -439,7 +439,7 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
     import optuna
 
     from benchmarks.studies._methods import RPO, SHAC
-    from benchmarks.tuning import finished_trials, load_search, objective_value, search_rows, tune
+    from benchmarks.tuning import finished_trials, journal_path, load_search, objective_value, search_rows, tune
 
     task = replace(PENDULUM, budget=512, eval_every=256, n_eval_episodes=2)
     study = Study("search", "s", "", (task,), (RPO, SHAC), seeds=(100, 101), kind="search", tuning=True, n_trials=2)
@@ -473,7 +473,9 @@ def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trial
         # A finished trial that repeats an earlier one's parameters does not count towards the budget.
         search.add_trial(optuna.trial.create_trial(params=trials[0].params, distributions=trials[0].distributions, value=0.0))
         assert finished_trials(search) == trials
+    journal = journal_path(study, task, RPO, tmp_path).read_bytes()
     rows = "\n".join(search_rows(study, tmp_path))
+    assert journal_path(study, task, RPO, tmp_path).read_bytes() == journal  # reading a journal writes nothing
     value = f"{shipped['objective']:.3f}"
     assert f"| Pendulum | RPO | 2/2 | {value} |" in rows and "| Pendulum | SHAC | 0/2 |  |" in rows
     check_adopt(study, task, search, tmp_path)
