@@ -14,6 +14,7 @@ by :func:`unavailable` and its runs are skipped.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata
 import importlib.util
@@ -195,7 +196,9 @@ def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tupl
     from sb3_rpo import RPO, make_diff_vec_env
 
     cls = algo_class(method.algo)
-    kwargs = dict(kwargs)
+    # A copy: SB3's off-policy algorithms write use_sde into the policy_kwargs they are given, which would change the
+    # run's record and, through dicts shared with the study files, every later run's hyperparameters in this process.
+    kwargs = copy.deepcopy(kwargs)
     eval_env = make_eval_env(task, seed)
     if method.gradient:
         n_envs = kwargs.pop("n_envs", inspect.signature(RPO).parameters["n_envs"].default)

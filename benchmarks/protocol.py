@@ -212,9 +212,10 @@ def time_iterations(study: Study, task: Task, block: int = 5, warmup: int = 5) -
     th.set_num_threads(1)
     revision = commit()
     methods = [method for method in study.methods if method.gradient and unavailable(method) is None]
-    models, sources = {}, {}
+    models, sources, recorded = {}, {}, {}
     for method in methods:
         kwargs, sources[method.name] = hyperparams(task, method)
+        recorded[method.name] = jsonable(kwargs)
         models[method.name] = build(task, method, 0, kwargs)[0]
     timers = {name: IterationTimer() for name in models}
     for model in models.values():
@@ -238,6 +239,7 @@ def time_iterations(study: Study, task: Task, block: int = 5, warmup: int = 5) -
         n_iterations={name: len(timer.records) for name, timer in timers.items()},
         steps_per_iteration={name: model.n_steps * model.n_envs for name, model in models.items()},
         hyperparams_source=sources,
+        hyperparams=recorded,
         median_seconds=medians,
         raw_seconds={name: timer.records for name, timer in timers.items()},
         commit=revision,

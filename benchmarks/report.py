@@ -777,7 +777,7 @@ def build_report(
                 f"Stale, left out of this study's tables: {len(stale[study.name])} finished runs that ran with other "
                 f"hyperparameters than the study's today (`{'`, `'.join(changed)}` changed since); "
                 f"`python -m benchmarks run --study {study.name}` trains them again: "
-                + ", ".join(f"`{run.task}/{run.method}/seed{run.seed}`" for run in stale[study.name])
+                + ", ".join(f"`{str(run).split('/', 1)[1]}`" for run in stale[study.name])
                 + ".",
                 "",
             ]
@@ -787,7 +787,8 @@ def build_report(
             lines += [*search_rows(study, tuning or results.parent / "tuning"), ""]
             continue
         if study.kind == "timing":
-            section = timing_section(study, [t for t in timings if t["study"] == study.name])
+            current = [t for t in timings if t["study"] == study.name and Run(study.name, t["task"]) not in stale[study.name]]
+            section = timing_section(study, current)
             lines += section or ["*No timing has run yet.*", ""]
             continue
         study_results = grouped.get(study.name, {})

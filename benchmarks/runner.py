@@ -130,24 +130,35 @@ def resolved_hyperparams(task: Task, method: Method) -> dict:
 def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> dict[Run, list[str]]:
     """
     The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
-    rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ.
-    Timings, and methods whose class is missing here, are not checked.
+    rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ
+    (``<method>.<name>`` in a timing, which holds several methods). Methods whose class is missing here, and timings
+    written before they recorded their hyperparameters, are not checked.
     """
     from benchmarks.methods import unavailable
 
     wanted: dict[tuple[str, str], dict] = {}
+
+    def changed(task: str, method: Method, kwargs: dict) -> list[str]:
+        if (task, method.name) not in wanted:
+            wanted[task, method.name] = resolved_hyperparams(study.task(task), method)
+        now, recorded = wanted[task, method.name], effective_hyperparams(method.algo, kwargs)
+        return sorted(key for key in now.keys() | recorded.keys() if now.get(key) != recorded.get(key))
+
     stale = {}
     for run in runs:
         path = run.path(results)
-        if run.method is None or not path.exists() or unavailable(method := study.method(run.method)):
+        if not path.exists():
             continue
-        if (run.task, run.method) not in wanted:
-            wanted[run.task, run.method] = resolved_hyperparams(study.task(run.task), method)
-        now = wanted[run.task, run.method]
-        recorded = effective_hyperparams(method.algo, json.loads(path.read_text())["hyperparams"])
-        changed = sorted(key for key in now.keys() | recorded.keys() if now.get(key) != recorded.get(key))
-        if changed:
-            stale[run] = changed
+        recorded = json.loads(path.read_text()).get("hyperparams", {})
+        by_method = recorded.items() if run.method is None else [(run.method, recorded)]
+        keys = [
+            key if run.method else f"{name}.{key}"
+            for name, kwargs in by_method
+            if not unavailable(method := study.method(name))
+            for key in changed(run.task, method, kwargs)
+        ]
+        if keys:
+            stale[run] = keys
     return stale
 
 

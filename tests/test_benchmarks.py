@@ -19,7 +19,7 @@ from extras import require_extra
 
 from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_hyperparams
 from benchmarks.report import CSV_COLUMNS, build_report, median_steps, relapse_fraction, seeds_verdict
-from benchmarks.runner import Run, planned_runs, write_json
+from benchmarks.runner import Run, planned_runs, stale_runs, write_json
 from benchmarks.studies import ablations
 from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM
 from benchmarks.study import Method, Study, load_study, study_names, sweep
@@ -74,6 +74,9 @@ def test_smoke_study_runs_resumes_and_reports(tmp_path):
             if method.name == "ppo":
                 assert content["hyperparams"]["n_steps"] == 64
 
+    # What each file records is what the study runs (SB3's off-policy algorithms write use_sde into the policy_kwargs
+    # they are given: the record is taken before): none is stale.
+    assert not stale_runs(study, planned_runs(study, seeds=[0]), results)
     again = benchmarks_cli("--results", results, "run", "--study", "smoke", "--seeds", "0", "--jobs", "0", "--logs", logs)
     assert again.returncode == 0, again.stderr
     assert f"{len(paths)} finished, 0 to run" in again.stdout
@@ -191,7 +194,8 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
 
 def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out_of_the_report(tmp_path, capsys):
     """A result file that no longer holds what its study runs (its entry changed since) is not a finished run."""
-    from benchmarks.runner import finished_runs, run_study, stale_runs
+    from benchmarks.methods import hyperparams, jsonable
+    from benchmarks.runner import finished_runs, run_study
 
     results, study = tmp_path / "runs", load_study("smoke")
     current = synthetic_run("smoke", "Pendulum", "rpo", 0, [-300.0, -150.0], -200.0)
@@ -209,6 +213,14 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
     assert "| RPO | 1 | -150.0 ± 0.0 |" in text  # the stale run's -100 is not in the table
     assert "Stale, left out of this study's tables: 1 finished runs" in text and "`Pendulum/rpo/seed1`" in text
+    # A timing holds several methods' hyperparameters: one method's change makes it stale.
+    timing = load_study("timing")
+    recorded = {m.name: jsonable(hyperparams(PENDULUM, m)[0]) for m in timing.methods}
+    write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams=recorded))
+    assert not stale_runs(timing, [Run("timing", "Pendulum")], results)
+    recorded["sapo"]["n_steps"] = 3
+    write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams=recorded))
+    assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["sapo.n_steps"]}
 
 
 def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
