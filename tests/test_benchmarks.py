@@ -21,7 +21,7 @@ from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_h
 from benchmarks.report import CSV_COLUMNS, build_report, median_steps, relapse_fraction, seeds_verdict
 from benchmarks.runner import Run, planned_runs, stale_runs, write_json
 from benchmarks.studies import ablations
-from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM
+from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM, REACHER_TASK
 from benchmarks.study import Method, Study, load_study, study_names, sweep
 from sb3_rpo.shac.shac import SHAC_SETTINGS
 
@@ -228,7 +228,6 @@ def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
     from rl_zoo3.utils import linear_schedule
 
     from benchmarks.methods import jsonable
-    from benchmarks.studies._tasks import REACHER_TASK
 
     kwargs, source = zoo_hyperparams(REACHER_TASK, Method("ppo", "ppo"))
     assert source.endswith("ppo.yml[ReacherBulletEnv-v0] applied to DiffReacher-v0")
@@ -284,21 +283,31 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     from benchmarks.runner import identical_run
 
     ablation_study, rpo = load_study("ablations"), load_study("embedded").method("rpo")
-    entry = jsonable(hyperparams(PENDULUM, rpo)[0])
-    finished = dict(study="embedded", task="Pendulum", method="rpo", seed=3, hyperparams=entry)
-    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), {**finished, "final_return": -150.0})
-    reused = identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 3, tmp_path)
-    assert reused is not None and reused["final_return"] == -150.0
-    assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/Pendulum/rpo/seed3.json")
-    # the sweeps' shipped band is RPO's default, set explicitly: the same run
-    sweeps = load_study("sweeps")
-    assert identical_run(sweeps, PENDULUM, sweeps.method("clip_0.8_1"), 3, tmp_path)["reused_from"] == reused["reused_from"]
+    entry = jsonable(hyperparams(CARTPOLE, rpo)[0])
+    finished = dict(study="embedded", task="CartPoleSwingUp", method="rpo", seed=3, hyperparams=entry)
+    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 3).path(tmp_path), {**finished, "final_return": 400.0})
+    reused = identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 3, tmp_path)
+    assert reused is not None and reused["final_return"] == 400.0
+    assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/CartPoleSwingUp/rpo/seed3.json")
     # another method, seed or task protocol, or other hyperparameters: trained, not reused
-    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
-    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 4, tmp_path) is None
-    assert identical_run(ablation_study, replace(PENDULUM, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
-    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
-    assert identical_run(ablation_study, PENDULUM, ablation_study.method("rpo"), 3, tmp_path) is None
+    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
+    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 4, tmp_path) is None
+    assert identical_run(ablation_study, replace(CARTPOLE, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
+    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
+    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 3, tmp_path) is None
+    # the sweeps' shipped band is RPO's default, set explicitly: the same run as the embedded study's on Reacher
+    sweeps = load_study("sweeps")
+    entry = jsonable(hyperparams(REACHER_TASK, rpo)[0])
+    write_json(Run("embedded", "Reacher", "rpo", 3).path(tmp_path), dict(finished, task="Reacher", hyperparams=entry))
+    assert identical_run(sweeps, REACHER_TASK, sweeps.method("clip_0.8_1"), 3, tmp_path)["reused_from"].startswith(
+        "embedded/Reacher/rpo"
+    )
+    # On Pendulum the ablations and sweeps keep RPO's entry of before the tuning study: not the embedded study's run.
+    entry = jsonable(hyperparams(PENDULUM, rpo)[0])
+    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), dict(finished, task="Pendulum", hyperparams=entry))
+    pendulum = ablation_study.task("Pendulum")
+    assert pendulum.diff_hyperparams_id == "DiffPendulum-v0 before tuning"
+    assert identical_run(ablation_study, pendulum, ablation_study.method("rpo"), 3, tmp_path) is None
 
 
 def test_relapse_fraction_counts_evaluations_after_the_first_reach():
@@ -403,10 +412,10 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     """A run another study reused costs nothing there: the core-hours spent are the runs each study made."""
     from benchmarks.report import estimate_table
 
-    made = {**synthetic_run("embedded", "Pendulum", "rpo", 0, [-900.0], -200.0), "wall_seconds": 5400.0}
-    write_json(Run("embedded", "Pendulum", "rpo", 0).path(tmp_path), made)
-    reused = {**made, "study": "ablations", "reused_from": "embedded/Pendulum/rpo/seed0"}
-    write_json(Run("ablations", "Pendulum", "rpo", 0).path(tmp_path), reused)
+    made = {**synthetic_run("embedded", "CartPoleSwingUp", "rpo", 0, [100.0], 400.0), "wall_seconds": 5400.0}
+    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 0).path(tmp_path), made)
+    reused = {**made, "study": "ablations", "reused_from": "embedded/CartPoleSwingUp/rpo/seed0"}
+    write_json(Run("ablations", "CartPoleSwingUp", "rpo", 0).path(tmp_path), reused)
     # A search study's trials count with their journal's runs: wall-clock where recorded, else training time.
     import optuna
 

@@ -23,6 +23,8 @@ differentiable id itself (``gymnasium.make("DiffAcrobot-v0")``: the same simulat
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from benchmarks.study import Task
 
 # rl-zoo3 has no entry for the embedded tasks: the nearest tuned entries, by what the task is.
@@ -44,6 +46,8 @@ PENDULUM = Task(
     normalization_source="random: legacy/learning_all_tasks_rpo.json; reference: RPO, legacy/pendulum.json",
     zoo_notes="rl-zoo3's own Pendulum-v1 entries (DiffPendulum-v0 is Pendulum-v1's dynamics and reward, parity-tested)",
 )
+# The ablations and sweeps ran around RPO's Pendulum entry of before the tuning study: they keep it as their base.
+PENDULUM_BEFORE_TUNING = replace(PENDULUM, diff_hyperparams_id="DiffPendulum-v0 before tuning")
 CARTPOLE = Task(
     name="CartPoleSwingUp",
     diff_env_id="DiffCartPoleSwingUp-v0",
