@@ -8,10 +8,10 @@ STUDY = Study(
     description="""\
 RPO's entry with a `clip_low x clip_high` grid (the band is `[1 - clip_low, 1 + clip_high]`) and a
 `kl_coef x n_epochs` grid, everything else as shipped (on Pendulum, RPO's entry of before the tuning study, which
-these runs were made with: `DiffPendulum-v0 before tuning` in `hyperparams/rpo.yml`); heat maps of the median env steps to the threshold and of
-the mean final return over 5 seeds. The second task is Reacher, not Acrobot as first planned: an Acrobot run
-takes about 8 minutes on a 2-core machine (Reacher's 2), so 125 of them would take most of the 20 core-hours the
-benchmarks are planned for.""",
+these runs were made with: `DiffPendulum-v0 before tuning` in `hyperparams/rpo.yml`); heat maps of the median env
+steps to the threshold and of the mean final return over 5 seeds. The second task is Reacher, not Acrobot as first
+planned: an Acrobot run takes about 8 minutes on a 2-core machine (Reacher's 2), so 125 of them would take most of
+the 20 core-hours the benchmarks are planned for.""",
     tasks=(PENDULUM_BEFORE_TUNING, REACHER_TASK),
     methods=(
         *sweep(RPO, "clip", clip_low=(0.2, 0.5, 0.8), clip_high=(0.2, 0.5, 1.0)),
