@@ -220,8 +220,8 @@ def _short(x: Any) -> str:
 def search_rows(study: Study, tuning_dir: Path = TUNING_DIR) -> list[str]:
     """The report's table of a search study: per task and method, the trials finished and the best one."""
     lines = [
-        "| task | method | trials finished | shipped entry's objective | best objective (lower quartile of the seeds' "
-        "scores) | best trial's parameters (the search space's names) | command |",
+        "| task | method | trials finished | objective of the entry shipped when the search began | best objective (lower "
+        "quartile of the seeds' scores) | best trial's parameters (the search space's names) | command |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for task in study.tasks:
