@@ -13,9 +13,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_rpo import RPO, SHAC, list_diff_envs, make_diff_vec_env
 
-# RPO's Pendulum entry of before the tuning study (`DiffPendulum-v0 before tuning` in hyperparams/rpo.yml): small
-# networks, quick on a CPU; a reasonable start elsewhere. The tuning study's entry (`DiffPendulum-v0`) needs fewer env
-# steps to the threshold and several times the training time per step (docs/benchmarks.md).
+# RPO's Pendulum entry of before the benchmarks' tuning study (`DiffPendulum-v0 before tuning` in hyperparams/rpo.yml,
+# replaced there by the study's best trial: docs/benchmarks.md); a reasonable start elsewhere.
 HYPERPARAMS = dict(n_envs=16, n_steps=32, n_epochs=10, learning_rate=3e-3, policy_kwargs=dict(log_std_init=-0.5))
 
 
