@@ -379,7 +379,7 @@ def summary_table(study: Study, results: dict[str, dict[str, list[dict[str, Any]
     return lines
 
 
-def seeds(count: int) -> str:
+def seeds_text(count: int) -> str:
     return f"{count} seed" + ("" if count == 1 else "s")
 
 
@@ -435,12 +435,12 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
             best_steps = median_steps(model_free[best])
             steps_verdict = verdict(rpo_steps, best_steps, task.eval_every)
             steps_cell = (
-                f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)} ({seeds(len(model_free[best]))}): {steps_verdict}"
+                f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)} ({seeds_text(len(model_free[best]))}): {steps_verdict}"
             )
 
             fastest = min(model_free, key=lambda m: median_seconds(model_free[m]))
             rpo_s, best_s = median_seconds(rpo), median_seconds(model_free[fastest])
-            seconds_cell = f"{fmt(rpo_s)} vs {fastest} {fmt(best_s)} ({seeds(len(model_free[fastest]))}): "
+            seconds_cell = f"{fmt(rpo_s)} vs {fastest} {fmt(best_s)} ({seeds_text(len(model_free[fastest]))}): "
             seconds_cell += verdict(rpo_s, best_s)
             if len(model_free) < len(MODEL_FREE):
                 missing = ", ".join(m for m in MODEL_FREE if m not in model_free)
