@@ -188,12 +188,13 @@ def tune(study: Study, task: Task, method: Method, max_trials: int | None = None
                 raise optuna.TrialPruned()
         return objective_value(scores)
 
+    def say(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:  # this process's trial, not the journal's last
+        print(f"{study.name}/{task.name}/{method.name}: trial {trial.number} {trial.state.name} {trial.value}", flush=True)
+
     ran = 0
     while len(finished_trials(search)) < study.n_trials and (max_trials is None or ran < max_trials):
-        search.optimize(objective, n_trials=1, catch=TRIAL_ERRORS)
+        search.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=[say])
         ran += 1
-        last = search.trials[-1]
-        print(f"{study.name}/{task.name}/{method.name}: trial {last.number} {last.state.name} {last.value}", flush=True)
     return search
 
 
