@@ -21,7 +21,7 @@ from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_h
 from benchmarks.report import CSV_COLUMNS, build_report, median_steps, relapse_fraction, seeds_verdict
 from benchmarks.runner import Run, planned_runs, stale_runs, write_json
 from benchmarks.studies import ablations
-from benchmarks.studies._tasks import CARTPOLE, MUJOCO, PENDULUM, REACHER_TASK
+from benchmarks.studies._tasks import ACROBOT, CARTPOLE, MUJOCO, PENDULUM, REACHER_TASK
 from benchmarks.study import Method, Study, load_study, study_names, sweep
 from sb3_rpo.shac.shac import SHAC_SETTINGS
 
@@ -283,18 +283,18 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     from benchmarks.runner import identical_run
 
     ablation_study, rpo = load_study("ablations"), load_study("embedded").method("rpo")
-    entry = jsonable(hyperparams(CARTPOLE, rpo)[0])
-    finished = dict(study="embedded", task="CartPoleSwingUp", method="rpo", seed=3, hyperparams=entry)
-    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 3).path(tmp_path), {**finished, "final_return": 400.0})
-    reused = identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 3, tmp_path)
+    entry = jsonable(hyperparams(ACROBOT, rpo)[0])
+    finished = dict(study="embedded", task="Acrobot", method="rpo", seed=3, hyperparams=entry)
+    write_json(Run("embedded", "Acrobot", "rpo", 3).path(tmp_path), {**finished, "final_return": 400.0})
+    reused = identical_run(ablation_study, ACROBOT, ablation_study.method("rpo"), 3, tmp_path)
     assert reused is not None and reused["final_return"] == 400.0
-    assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/CartPoleSwingUp/rpo/seed3.json")
+    assert (reused["study"], reused["reused_from"]) == ("ablations", "embedded/Acrobot/rpo/seed3.json")
     # another method, seed or task protocol, or other hyperparameters: trained, not reused
-    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
-    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 4, tmp_path) is None
-    assert identical_run(ablation_study, replace(CARTPOLE, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
-    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
-    assert identical_run(ablation_study, CARTPOLE, ablation_study.method("rpo"), 3, tmp_path) is None
+    assert identical_run(ablation_study, ACROBOT, ablation_study.method("rpo_no_kl"), 3, tmp_path) is None
+    assert identical_run(ablation_study, ACROBOT, ablation_study.method("rpo"), 4, tmp_path) is None
+    assert identical_run(ablation_study, replace(ACROBOT, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
+    write_json(Run("embedded", "Acrobot", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
+    assert identical_run(ablation_study, ACROBOT, ablation_study.method("rpo"), 3, tmp_path) is None
     # the sweeps' shipped band is RPO's default, set explicitly: the same run as the embedded study's on Reacher
     sweeps = load_study("sweeps")
     entry = jsonable(hyperparams(REACHER_TASK, rpo)[0])
@@ -302,12 +302,13 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     assert identical_run(sweeps, REACHER_TASK, sweeps.method("clip_0.8_1"), 3, tmp_path)["reused_from"].startswith(
         "embedded/Reacher/rpo"
     )
-    # On Pendulum the ablations and sweeps keep RPO's entry of before the tuning study: not the embedded study's run.
-    entry = jsonable(hyperparams(PENDULUM, rpo)[0])
-    write_json(Run("embedded", "Pendulum", "rpo", 3).path(tmp_path), dict(finished, task="Pendulum", hyperparams=entry))
-    pendulum = ablation_study.task("Pendulum")
-    assert pendulum.diff_hyperparams_id == "DiffPendulum-v0 before tuning"
-    assert identical_run(ablation_study, pendulum, ablation_study.method("rpo"), 3, tmp_path) is None
+    # Where the tuning study replaced RPO's entry, the ablations keep the former one: not the embedded study's run.
+    for tuned in (PENDULUM, CARTPOLE):
+        entry = jsonable(hyperparams(tuned, rpo)[0])
+        write_json(Run("embedded", tuned.name, "rpo", 3).path(tmp_path), dict(finished, task=tuned.name, hyperparams=entry))
+        kept = ablation_study.task(tuned.name)
+        assert kept.diff_hyperparams_id == f"{tuned.diff_env_id} before tuning"
+        assert identical_run(ablation_study, kept, ablation_study.method("rpo"), 3, tmp_path) is None
 
 
 def test_relapse_fraction_counts_evaluations_after_the_first_reach():

@@ -46,8 +46,15 @@ PENDULUM = Task(
     normalization_source="random: legacy/learning_all_tasks_rpo.json; reference: RPO, legacy/pendulum.json",
     zoo_notes="rl-zoo3's own Pendulum-v1 entries (DiffPendulum-v0 is Pendulum-v1's dynamics and reward, parity-tested)",
 )
-# The ablations and sweeps ran around RPO's Pendulum entry of before the tuning study: they keep it as their base.
-PENDULUM_BEFORE_TUNING = replace(PENDULUM, diff_hyperparams_id="DiffPendulum-v0 before tuning")
+
+
+def before_tuning(task: Task) -> Task:
+    """``task`` with the gradient methods' entries of before the tuning study replaced them (``<id> before tuning`` in
+    ``hyperparams/``): the ablations, sweeps and screens that ran around those entries keep them as their base."""
+    return replace(task, diff_hyperparams_id=f"{task.diff_env_id} before tuning")
+
+
+PENDULUM_BEFORE_TUNING = before_tuning(PENDULUM)
 CARTPOLE = Task(
     name="CartPoleSwingUp",
     diff_env_id="DiffCartPoleSwingUp-v0",
@@ -61,6 +68,7 @@ CARTPOLE = Task(
     zoo_ids=SWING_UP,
     zoo_notes="pybullet's InvertedPendulumSwingup (a cart-pole swing-up); CrossQ has none: its Pendulum-v1 (a swing-up)",
 )
+CARTPOLE_BEFORE_TUNING = before_tuning(CARTPOLE)
 ACROBOT = Task(
     name="Acrobot",
     diff_env_id="DiffAcrobot-v0",
