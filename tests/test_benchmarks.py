@@ -413,10 +413,10 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     """A run another study reused costs nothing there: the core-hours spent are the runs each study made."""
     from benchmarks.report import estimate_table
 
-    made = {**synthetic_run("embedded", "CartPoleSwingUp", "rpo", 0, [100.0], 400.0), "wall_seconds": 5400.0}
-    write_json(Run("embedded", "CartPoleSwingUp", "rpo", 0).path(tmp_path), made)
-    reused = {**made, "study": "ablations", "reused_from": "embedded/CartPoleSwingUp/rpo/seed0"}
-    write_json(Run("ablations", "CartPoleSwingUp", "rpo", 0).path(tmp_path), reused)
+    made = {**synthetic_run("embedded", "Acrobot", "rpo", 0, [-200.0], -100.0), "wall_seconds": 5400.0}
+    write_json(Run("embedded", "Acrobot", "rpo", 0).path(tmp_path), made)
+    reused = {**made, "study": "ablations", "reused_from": "embedded/Acrobot/rpo/seed0"}
+    write_json(Run("ablations", "Acrobot", "rpo", 0).path(tmp_path), reused)
     # A search study's trials count with their journal's runs: wall-clock where recorded, else training time.
     import optuna
 
