@@ -131,10 +131,11 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
     """
     The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
     rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ
-    (``<method>.<name>`` in a timing, which holds several methods). Methods whose class is missing here, and timings
-    written before they recorded their hyperparameters, are not checked.
+    (``<method>.<name>`` in a timing, which holds several methods). A timing written before timings recorded their
+    hyperparameters is checked by the entries it names (``<method>.entry``). Methods whose class is missing here
+    are not checked.
     """
-    from benchmarks.methods import unavailable
+    from benchmarks.methods import hyperparams, unavailable
 
     wanted: dict[tuple[str, str], dict] = {}
 
@@ -149,7 +150,8 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
         path = run.path(results)
         if not path.exists():
             continue
-        recorded = json.loads(path.read_text()).get("hyperparams", {})
+        content = json.loads(path.read_text())
+        recorded = content.get("hyperparams", {})
         by_method = recorded.items() if run.method is None else [(run.method, recorded)]
         keys = [
             key if run.method else f"{name}.{key}"
@@ -157,6 +159,12 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
             if not unavailable(method := study.method(name))
             for key in changed(run.task, method, kwargs)
         ]
+        if run.method is None and not recorded:
+            keys = [
+                f"{name}.entry"
+                for name, source in content.get("hyperparams_source", {}).items()
+                if not unavailable(method := study.method(name)) and source != hyperparams(study.task(run.task), method)[1]
+            ]
         if keys:
             stale[run] = keys
     return stale

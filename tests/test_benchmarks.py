@@ -221,6 +221,13 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     recorded["sapo"]["n_steps"] = 3
     write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams=recorded))
     assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["sapo.n_steps"]}
+    # A timing of before timings recorded their hyperparameters: stale where an entry it names is no longer the one used.
+    sources = {m.name: hyperparams(PENDULUM, m)[1] for m in timing.methods}
+    write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams_source=sources))
+    assert not stale_runs(timing, [Run("timing", "Pendulum")], results)
+    sources["shac"] = "hyperparams/shac.yml[default] (no DiffPendulum-v0 entry)"
+    write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams_source=sources))
+    assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["shac.entry"]}
 
 
 def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
