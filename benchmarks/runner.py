@@ -152,18 +152,19 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
             continue
         content = json.loads(path.read_text())
         recorded = content.get("hyperparams", {})
-        by_method = recorded.items() if run.method is None else [(run.method, recorded)]
-        keys = [
-            key if run.method else f"{name}.{key}"
-            for name, kwargs in by_method
-            if not unavailable(method := study.method(name))
-            for key in changed(run.task, method, kwargs)
-        ]
-        if run.method is None and not recorded:
+        if run.method is None and not recorded:  # a timing of before timings recorded hyperparameters: its entries
             keys = [
                 f"{name}.entry"
                 for name, source in content.get("hyperparams_source", {}).items()
                 if not unavailable(method := study.method(name)) and source != hyperparams(study.task(run.task), method)[1]
+            ]
+        else:
+            by_method = recorded.items() if run.method is None else [(run.method, recorded)]
+            keys = [
+                key if run.method else f"{name}.{key}"
+                for name, kwargs in by_method
+                if not unavailable(method := study.method(name))
+                for key in changed(run.task, method, kwargs)
             ]
         if keys:
             stale[run] = keys
