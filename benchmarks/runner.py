@@ -131,11 +131,10 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
     """
     The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
     rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ
-    (``<method>.<name>`` in a timing, which holds several methods). A timing written before timings recorded their
-    hyperparameters is checked by the entries it names (``<method>.entry``). Methods whose class is missing here
-    are not checked.
+    (``<method>.<name>`` in a timing, which holds several methods). A result that did not record its hyperparameters
+    (timings of before they did) cannot be checked: stale. Methods whose class is missing here are not checked.
     """
-    from benchmarks.methods import hyperparams, unavailable
+    from benchmarks.methods import unavailable
 
     wanted: dict[tuple[str, str], dict] = {}
 
@@ -152,12 +151,8 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
             continue
         content = json.loads(path.read_text())
         recorded = content.get("hyperparams", {})
-        if run.method is None and not recorded:  # a timing of before timings recorded hyperparameters: its entries
-            keys = [
-                f"{name}.entry"
-                for name, source in content.get("hyperparams_source", {}).items()
-                if not unavailable(method := study.method(name)) and source != hyperparams(study.task(run.task), method)[1]
-            ]
+        if not recorded:  # a run of before results recorded their hyperparameters: what it ran cannot be checked
+            keys = ["not recorded"]
         else:
             by_method = recorded.items() if run.method is None else [(run.method, recorded)]
             keys = [
@@ -237,7 +232,10 @@ def run_study(
         print(f"skipping method {name}: {why}", flush=True)
     stale = stale_runs(study, runs, results)
     for run, changed in stale.items():
-        print(f"stale  {run}: its hyperparameters changed since it ran ({', '.join(changed)}): trained again", flush=True)
+        print(
+            f"stale  {run}: its hyperparameters are not what the study runs now ({', '.join(changed)}): trained again",
+            flush=True,
+        )
     done = [run for run in runs if run.path(results).exists() and run not in stale]
     pending = [run for run in runs if run not in done and run.method not in skipped]
     at_a_time = f"{jobs} at a time" if jobs else "in this process"

@@ -21,7 +21,7 @@ from benchmarks.methods import CLASSES, gradient_hyperparams, unavailable, zoo_h
 from benchmarks.report import CSV_COLUMNS, build_report, median_steps, relapse_fraction, seeds_verdict
 from benchmarks.runner import Run, planned_runs, stale_runs, write_json
 from benchmarks.studies import ablations
-from benchmarks.studies._tasks import ACROBOT, CARTPOLE, MUJOCO, PENDULUM, REACHER_TASK
+from benchmarks.studies._tasks import ACROBOT, CARTPOLE, MUJOCO, PENDULUM, PENDULUM_BEFORE_TUNING, REACHER_TASK
 from benchmarks.study import Method, Study, load_study, study_names, sweep
 from sb3_rpo.shac.shac import SHAC_SETTINGS
 
@@ -208,7 +208,7 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     assert finished_runs(study, runs, results) == [runs[0]]
     run_study(study, runs, results=results, dry_run=True)
     out = capsys.readouterr().out
-    assert "stale  smoke/Pendulum/rpo/seed1: its hyperparameters changed since it ran (n_epochs)" in out
+    assert "stale  smoke/Pendulum/rpo/seed1: its hyperparameters are not what the study runs now (n_epochs)" in out
     assert "3 runs, 1 finished, 2 to run" in out and "  smoke/Pendulum/rpo/seed1" in out
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
     assert "| RPO | 1 | -150.0 ± 0.0 |" in text  # the stale run's -100 is not in the table
@@ -221,13 +221,10 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     recorded["sapo"]["n_steps"] = 3
     write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams=recorded))
     assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["sapo.n_steps"]}
-    # A timing of before timings recorded their hyperparameters: stale where an entry it names is no longer the one used.
+    # A timing of before timings recorded their hyperparameters: what it ran cannot be checked, so it is stale.
     sources = {m.name: hyperparams(PENDULUM, m)[1] for m in timing.methods}
     write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams_source=sources))
-    assert not stale_runs(timing, [Run("timing", "Pendulum")], results)
-    sources["shac"] = "hyperparams/shac.yml[default] (no DiffPendulum-v0 entry)"
-    write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams_source=sources))
-    assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["shac.entry"]}
+    assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["not recorded"]}
 
 
 def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
@@ -302,13 +299,16 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     assert identical_run(ablation_study, replace(ACROBOT, budget=1000), ablation_study.method("rpo"), 3, tmp_path) is None
     write_json(Run("embedded", "Acrobot", "rpo", 3).path(tmp_path), {**finished, "hyperparams": {}})
     assert identical_run(ablation_study, ACROBOT, ablation_study.method("rpo"), 3, tmp_path) is None
-    # the sweeps' shipped band is RPO's default, set explicitly: the same run as the embedded study's on Reacher
+    # the sweeps' reference cell is RPO's default band, set explicitly: the same run as the ablations' RPO on the
+    # entry both ran around
     sweeps = load_study("sweeps")
-    entry = jsonable(hyperparams(REACHER_TASK, rpo)[0])
-    write_json(Run("embedded", "Reacher", "rpo", 3).path(tmp_path), dict(finished, task="Reacher", hyperparams=entry))
-    assert identical_run(sweeps, REACHER_TASK, sweeps.method("clip_0.8_1"), 3, tmp_path)["reused_from"].startswith(
-        "embedded/Reacher/rpo"
+    entry = jsonable(hyperparams(PENDULUM_BEFORE_TUNING, rpo)[0])
+    write_json(
+        Run("ablations", "Pendulum", "rpo", 3).path(tmp_path),
+        dict(finished, study="ablations", task="Pendulum", hyperparams=entry),
     )
+    reused = identical_run(sweeps, sweeps.task("Pendulum"), sweeps.method("clip_0.8_1"), 3, tmp_path)
+    assert reused["reused_from"] == "ablations/Pendulum/rpo/seed3.json"
     # Where the tuning study replaced RPO's entry, the ablations keep the former one: not the embedded study's run.
     for tuned in (PENDULUM, CARTPOLE):
         entry = jsonable(hyperparams(tuned, rpo)[0])
@@ -439,6 +439,8 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
 
 
 def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
+    from benchmarks.methods import hyperparams, jsonable
+
     results = tmp_path / "runs"
     for name, finals in (
         ("clip_0.2_0.2", [-900.0, -250.0]),
@@ -452,8 +454,9 @@ def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
         name: dict.fromkeys(("iteration", "forward", "backward", "policy_epochs", "critic"), t)
         for name, t in (("rpo", 0.2), ("shac", 0.1))
     }
+    recorded = {m.name: jsonable(hyperparams(PENDULUM, m)[0]) for m in load_study("timing").methods if m.name in medians}
     timing = dict(study="timing", task="Pendulum", kind="timing", rounds=2, block=5, warmup=5, commit="abc1234",
-                  steps_per_iteration=dict(rpo=512, shac=512), median_seconds=medians)  # fmt: skip
+                  steps_per_iteration=dict(rpo=512, shac=512), median_seconds=medians, hyperparams=recorded)  # fmt: skip
     write_json(Run("timing", "Pendulum").path(results), timing)
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
     assert (tmp_path / "img" / "sweeps_Pendulum_clip_low_clip_high.png").stat().st_size > 0

@@ -95,6 +95,7 @@ REACHER_TASK = Task(
     zoo_ids=REACHER,
     zoo_notes="pybullet's Reacher (a 2-link planar reacher); CrossQ has none: its Pendulum-v1",
 )
+REACHER_BEFORE_TUNING = before_tuning(REACHER_TASK)
 QUADROTOR = Task(
     name="Quadrotor",
     diff_env_id="DiffQuadrotor-v0",
