@@ -207,8 +207,11 @@ def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tupl
     n_envs, normalize = kwargs.pop("n_envs"), kwargs.pop("normalize")
     policy = kwargs.pop("policy", "MlpPolicy")
     # As rl-zoo3: make_vec_env (Monitor + DummyVecEnv) of the gymnasium id (of an embedded task, the same computed as
-    # one batch), VecNormalize when the entry says so.
-    env = faces_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed)
+    # one batch) or, where the task says so, its DiffVecEnv; VecNormalize when the entry says so.
+    if task.model_free_on_diff_env:
+        env = make_diff_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed, device="cpu", **task.diff_env_kwargs)
+    else:
+        env = faces_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed)
     if normalize:
         norm_kwargs = eval(normalize) if isinstance(normalize, str) else dict(normalize) if isinstance(normalize, dict) else {}
         if "gamma" in kwargs:  # rl-zoo3 gives VecNormalize the algorithm's discount

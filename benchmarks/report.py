@@ -574,11 +574,9 @@ def estimate_rows(
         for run in pending:
             task, method = study.task(run.task), study.method(run.method)
             algo = "shac" if method.algo == "sapo" and unavailable(method) else method.algo
-
-            side = "diff_env_id" if method.gradient else "gym_env_id"
             budget = task.budget_of(method.name)
-            samples = measured.get((getattr(task, side), algo))
-            siblings = [sample for other in study.tasks for sample in measured.get((getattr(other, side), algo), [])]
+            samples = measured.get((task.train_id(method), algo))
+            siblings = [sample for other in study.tasks for sample in measured.get((other.train_id(method), algo), [])]
             if not (samples or siblings):
                 unmeasured += 1
                 continue

@@ -103,8 +103,16 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR, reuse: bool = T
 
 def _protocol(task: Task, method: Method) -> tuple:
     """What a run's training and evaluations depend on besides its algorithm, hyperparameters and seed."""
-    train_env = (task.diff_env_id, task.diff_env_kwargs) if method.gradient else (task.gym_env_id, {})
-    return (*train_env, task.eval_id, task.budget_of(method.name), task.eval_every, task.n_eval_episodes, task.threshold)
+    train_kwargs = task.diff_env_kwargs if method.gradient or task.model_free_on_diff_env else {}
+    return (
+        task.train_id(method),
+        train_kwargs,
+        task.eval_id,
+        task.budget_of(method.name),
+        task.eval_every,
+        task.n_eval_episodes,
+        task.threshold,
+    )
 
 
 def effective_hyperparams(algo: str, kwargs: dict) -> dict:
@@ -131,8 +139,9 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
     """
     The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
     rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ
-    (``<method>.<name>`` in a timing, which holds several methods). A result that did not record its hyperparameters
-    (timings of before they did) cannot be checked: stale. Methods whose class is missing here are not checked.
+    (``<method>.<name>`` in a timing, which holds several methods), or ``train_env_id`` when its training env is no
+    longer the study's. A result that did not record its hyperparameters (timings of before they did) cannot be
+    checked: stale. Methods whose class is missing here are not checked.
     """
     from benchmarks.methods import unavailable
 
@@ -161,6 +170,8 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
                 if not unavailable(method := study.method(name))
                 for key in changed(run.task, method, kwargs)
             ]
+        if run.method and content.get("train_env_id", "") != study.task(run.task).train_id(study.method(run.method)):
+            keys.append("train_env_id")  # the same hyperparameters on another training env
         if keys:
             stale[run] = keys
     return stale

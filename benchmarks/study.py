@@ -50,6 +50,9 @@ class Task:
         ``gym_env_id``: the nearest tuned entry, and :attr:`zoo_notes` says why
     :param zoo_notes: Why these entries are the nearest ones
     :param diff_env_kwargs: Options of ``make_diff_vec_env`` for the gradient methods' training env
+    :param model_free_on_diff_env: The model-free methods train on the DiffVecEnv of ``gym_env_id`` as an SB3 VecEnv
+        (its numpy face: every env in one simulator call) instead of ``make_vec_env`` of the id's gymnasium
+        registration, which runs one simulator per env (rewarped, MJX: a warp or jax call per env per step)
     :param n_eval_episodes: Deterministic episodes per evaluation
     :param budgets: Per-method budgets that differ from ``budget`` (by method name)
     :param hyperparams: Constructor arguments per method name that override the yml entries in this task only
@@ -69,6 +72,7 @@ class Task:
     zoo_ids: dict[str, str] = field(default_factory=dict)
     zoo_notes: str = ""
     diff_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_free_on_diff_env: bool = False
     n_eval_episodes: int = 10
     budgets: dict[str, int] = field(default_factory=dict)
     hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -76,6 +80,12 @@ class Task:
     @property
     def eval_id(self) -> str:
         return self.eval_env_id or self.gym_env_id
+
+    def train_id(self, method: Method) -> str:
+        """The env ``method`` trains on, as its results record it."""
+        if method.gradient:
+            return self.diff_env_id
+        return f"{self.gym_env_id} (DiffVecEnv)" if self.model_free_on_diff_env else self.gym_env_id
 
     @property
     def normalized(self) -> bool:

@@ -111,7 +111,7 @@ def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[fl
         algo=method,
         seed=seed,
         budget=512 * len(finals),
-        train_env_id="x",
+        train_env_id=study_.task(task).train_id(study_.method(method)),
         hyperparams_source="test",
         hyperparams=jsonable(hyperparams(study_.task(task), study_.method(method))[0]),
         evals=evals,
@@ -225,6 +225,9 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     sources = {m.name: hyperparams(PENDULUM, m)[1] for m in timing.methods}
     write_json(Run("timing", "Pendulum").path(results), dict(kind="timing", hyperparams_source=sources))
     assert stale_runs(timing, [Run("timing", "Pendulum")], results) == {Run("timing", "Pendulum"): ["not recorded"]}
+    # The same hyperparameters on another training env: another run.
+    write_json(runs[0].path(results), {**current, "train_env_id": "DiffPendulum-v0 (DiffVecEnv)"})
+    assert stale_runs(study, runs[:1], results) == {runs[0]: ["train_env_id"]}
 
 
 def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
@@ -397,6 +400,33 @@ def test_hyperparameter_sources():
     # A task without an entry falls back to the file's default entry, and says so.
     _, source = gradient_hyperparams(replace(PENDULUM, diff_env_id="NoSuchTask-v0"), Method("rpo", "rpo"))
     assert source == "hyperparams/rpo.yml[default] (no NoSuchTask-v0 entry)"
+
+
+def test_model_free_methods_train_on_the_diff_vec_env_where_the_task_says_so():
+    """On rewarped and MJX the model-free methods train on the batched DiffVecEnv, recorded as such; evaluated alike."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from benchmarks.methods import build, hyperparams
+    from benchmarks.protocol import train_run
+    from benchmarks.runner import _protocol
+    from sb3_rpo import DiffVecEnv
+
+    assert all(task.model_free_on_diff_env for name in ("rewarped", "mjx") for task in load_study(name).tasks)
+    smoke = load_study("smoke")
+    faces, ppo = smoke.task("Reacher"), smoke.method("ppo")
+    task = replace(faces, model_free_on_diff_env=True)
+    kwargs = hyperparams(task, ppo)[0]
+    model, eval_env = build(task, ppo, 0, kwargs)
+    env = model.get_env().venv if isinstance(model.get_env(), VecEnvWrapper) else model.get_env()  # in VecNormalize
+    assert isinstance(env, DiffVecEnv) and env.num_envs == kwargs["n_envs"]
+    assert not isinstance(eval_env, DiffVecEnv)  # the registration's faces, as every method's evaluation
+    result = train_run(smoke, task, ppo, 0)
+    assert result["train_env_id"] == "DiffReacher-v0 (DiffVecEnv)" and result["eval_env_id"] == "DiffReacher-v0"
+    assert result["final_steps"] >= task.budget_of("ppo") and np.isfinite(result["final_return"])
+    # not the same run as one on the faces: never reused in its place
+    assert _protocol(task, ppo) != _protocol(faces, ppo) and _protocol(task, smoke.method("rpo")) == _protocol(
+        faces, smoke.method("rpo")
+    )
 
 
 def test_every_method_is_available_and_a_missing_class_is_named():

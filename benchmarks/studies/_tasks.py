@@ -18,7 +18,10 @@ Normalization, ``(score - random) / (reference - random)``:
 
 Model-free methods train on the gymnasium env the DiffVecEnv mirrors: gymnasium's ``Pendulum-v1`` and ``Hopper-v5``
 etc. where one exists (the DiffVecEnv reproduces its dynamics and reward), else the gymnasium registration of the
-differentiable id itself (``gymnasium.make("DiffAcrobot-v0")``: the same simulation, one env, numpy in and out).
+differentiable id itself (``gymnasium.make("DiffAcrobot-v0")``: the same simulation, one env, numpy in and out; of
+an embedded task computed as one batch, bit for bit). On rewarped and MJX, whose registration runs one simulator
+per env, they train on the DiffVecEnv itself, an SB3 VecEnv (``model_free_on_diff_env``): the same simulation in
+one call for all envs; every method is still evaluated on the registration.
 """
 
 from __future__ import annotations
@@ -152,6 +155,7 @@ REWARPED = (
         normalization_source="random: `python -m benchmarks random --study rewarped`; reference: the authors' SAPO at 500k",
         zoo_ids=SWING_UP,
         zoo_notes="as the embedded cart-pole swing-up",
+        model_free_on_diff_env=True,
     ),
     Task(
         name="DFlexHopper",
@@ -163,6 +167,7 @@ REWARPED = (
         diff_hyperparams_id="MujocoFDHopper-v5",
         zoo_ids=dict.fromkeys(("ppo", "sac", "tqc", "crossq"), "Hopper-v4"),
         zoo_notes="gymnasium's Hopper-v4 entries (DiffRL's Hopper is the same robot)",
+        model_free_on_diff_env=True,
     ),
 )
 
@@ -179,5 +184,6 @@ MJX = (
         normalization_source="D4RL's Hopper REF_MIN_SCORE / REF_MAX_SCORE, as Hopper-v5 (the same model and reward)",
         zoo_ids=dict.fromkeys(("ppo", "sac", "tqc", "crossq"), "Hopper-v4"),
         zoo_notes="gymnasium's Hopper-v4 entries (brax's hopper is MuJoCo's Hopper model)",
+        model_free_on_diff_env=True,
     ),
 )

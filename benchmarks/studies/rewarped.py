@@ -6,8 +6,9 @@ STUDY = Study(
     name="rewarped",
     title="rewarped DFlex Cartpole and Hopper",
     description="""\
-DiffRL's DFlex tasks through rewarped (warp on the CPU). The gradient methods train on the batched DiffVecEnv, the
-model-free methods on its gymnasium registration (one env); every method is evaluated there. DFlex Cartpole has its
+DiffRL's DFlex tasks through rewarped (warp on the CPU). Every method trains on the batched DiffVecEnv (the
+model-free methods on its numpy face, an SB3 VecEnv: the gymnasium registration steps one warp simulation per env,
+several times dearer) and is evaluated on the gymnasium registration (one env per episode). DFlex Cartpole has its
 threshold and normalization (fixed before any run, `benchmarks/studies/_tasks.py`), DFlex Hopper none yet: final
 returns and curves only. 5 seeds. No search ran on these tasks: on DFlex Cartpole, SAPO runs the authors' settings
 (hyperparams/sapo.yml, 64 envs x 32 steps), RPO and SHAC their `default` entries (16 envs x 32 steps), as a user
