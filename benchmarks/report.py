@@ -383,17 +383,18 @@ def seeds_text(count: int) -> str:
     return f"{count} seed" + ("" if count == 1 else "s")
 
 
-def verdict(rpo: float, other: float, period: int | None = None) -> str:
+def verdict(rpo: float, other: float, periods: tuple[int, int] | None = None) -> str:
     """
     Whether RPO needs less (of env steps, seconds) than ``other``; infinite is never reached.
 
-    :param period: The evaluation period of env steps: medians within the same period are a tie, not a verdict
-        (a gradient method evaluates at the first iteration past each multiple of it, a model-free one on it)
+    :param periods: The evaluation periods in env steps of RPO's runs and of the other's (a gradient method's is a
+        whole number of iterations, the one nearest the task's period): two medians at the same evaluation (the
+        k-th of each run) are a tie, not a verdict
     """
     if math.isinf(rpo) and math.isinf(other):
         return "neither reached it"
-    if period and not math.isinf(rpo + other) and rpo // period == other // period:
-        return f"tied, the same evaluation (every {period:,} env steps)"
+    if periods and not math.isinf(rpo + other) and (k := rpo // periods[0]) == other // periods[1]:
+        return f"tied, the same evaluation (number {int(k)}, every {periods[1]:,} env steps)"
     return "met" if rpo < other else "missed"
 
 
@@ -433,7 +434,7 @@ def aims_section(study: Study, results: dict[str, dict[str, list[dict[str, Any]]
         if model_free:
             best = min(model_free, key=lambda m: median_steps(model_free[m]))
             best_steps = median_steps(model_free[best])
-            steps_verdict = verdict(rpo_steps, best_steps, task.eval_every)
+            steps_verdict = verdict(rpo_steps, best_steps, (rpo[0]["eval_every"], model_free[best][0]["eval_every"]))
             steps_cell = (
                 f"{fmt(rpo_steps, 0)} vs {best} {fmt(best_steps, 0)} ({seeds_text(len(model_free[best]))}): {steps_verdict}"
             )
@@ -713,9 +714,11 @@ def build_report(
         "at the end on `episodes` deterministic episodes of a separate eval env, `make_vec_env(<eval id>, "
         "n_envs=episodes, seed=1000 + seed)` (one episode per env; on the embedded tasks computed as one batch, "
         "bit for bit the same: `benchmarks/batched_faces.py`; Optuna tuning uses seeds from 100 on). A gradient "
-        "method evaluates after the update of the iteration that crosses the period, a model-free one at the env step "
-        "that crosses it (SB3's EvalCallback). A run reaches the threshold at its first evaluation with a mean return "
-        "at or above it; seconds to the threshold are training wall-clock, evaluations excluded. Medians of env steps "
+        "method evaluates between iterations, every whole number of iterations nearest the period (39 iterations of "
+        "128 env steps for 5,000), a model-free one at the env step that crosses each multiple of it (SB3's "
+        "EvalCallback); the aims tables call two medians at the same evaluation (the k-th of each) a tie. A run "
+        "reaches the threshold at its first evaluation with a mean return at or above it; seconds to the threshold are "
+        "training wall-clock, evaluations excluded. Medians of env steps "
         'to the threshold count a run that never reached it as infinitely many ("never" when half or more did not). '
         '"Later evals below threshold": of the evaluations after a run first reached the threshold, the share below '
         "it again (pooled over the runs that reached it). Each run is its own process with one torch thread; runs "

@@ -38,8 +38,9 @@ class Task:
         own Pendulum-v1 or Hopper-v5, or the gymnasium registration of ``diff_env_id`` when it has no official twin)
     :param eval_env_id: Gymnasium id on which every method is evaluated (default: ``gym_env_id``)
     :param budget: Env steps of every method (a gradient method stops at the first whole iteration past it)
-    :param eval_every: Evaluation period in env steps (a gradient method evaluates after the update of the iteration
-        that crosses a multiple of it, a model-free one at the env step that crosses it, as SB3's EvalCallback)
+    :param eval_every: Evaluation period in env steps (a gradient method evaluates between iterations, every whole
+        number of iterations nearest it; a model-free one at the env step that crosses each multiple of it, as SB3's
+        EvalCallback)
     :param threshold: Mean eval return that counts as solved (None: the task reports returns only)
     :param random_score: Mean return of uniform random actions, the 0 of the normalized score (None: not normalized)
     :param reference_score: The 1 of the normalized score

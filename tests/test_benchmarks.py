@@ -111,6 +111,7 @@ def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[fl
         algo=method,
         seed=seed,
         budget=512 * len(finals),
+        eval_every=512,
         train_env_id=study_.task(task).train_id(study_.method(method)),
         hyperparams_source="test",
         hyperparams=jsonable(hyperparams(study_.task(task), study_.method(method))[0]),
@@ -189,7 +190,7 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
     assert "stale" not in readme and "| task (threshold) | RPO | SHAC | PPO |" in readme
     assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) | 1,536 steps, 3.0 s (1/1) |" in readme
     # The aims say over how many seeds the model-free median was taken.
-    assert "| 1,024 vs ppo 1,536 (1 seed): tied, the same evaluation (every 2,500 env steps); not yet run: sac," in text
+    assert "| 1,024 vs ppo 1,536 (1 seed): met; not yet run: sac," in text
 
 
 def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out_of_the_report(tmp_path, capsys):
@@ -270,13 +271,15 @@ def test_an_adopted_entry_reads_back_as_the_trial_trained(tmp_path, algo, params
         assert "activation_fn': \"<class 'torch.nn.modules.activation.SiLU'>\"" in repr(trained)
 
 
-def test_verdict_ties_within_one_evaluation_period():
+def test_verdict_ties_at_the_same_evaluation():
     from benchmarks.report import verdict
 
-    # RPO evaluates at its first iteration past 20,000 env steps, PPO at 20,000: the same (second) evaluation
-    assert verdict(20_480.0, 20_000.0, period=10_000) == "tied, the same evaluation (every 10,000 env steps)"
-    assert verdict(20_480.0, 20_000.0) == "missed" and verdict(10_240.0, 20_000.0, period=10_000) == "met"
-    assert verdict(math.inf, 20_000.0, period=10_000) == "missed" and verdict(math.inf, math.inf) == "neither reached it"
+    # RPO evaluates every 20 iterations of 512 env steps (10,240), PPO every 10,000: their second evaluations tie
+    assert verdict(20_480.0, 20_000.0, (10_240, 10_000)) == "tied, the same evaluation (number 2, every 10,000 env steps)"
+    # every 39 iterations of 128 (4,992) against 5,000: RPO's fourth evaluation (19,968) is SAC's fourth (20,000)
+    assert verdict(19_968.0, 20_000.0, (4_992, 5_000)).startswith("tied") and verdict(19_968.0, 20_000.0) == "met"
+    assert verdict(20_480.0, 20_000.0) == "missed" and verdict(10_240.0, 20_000.0, (10_240, 10_000)) == "met"
+    assert verdict(math.inf, 20_000.0, (10_240, 10_000)) == "missed" and verdict(math.inf, math.inf) == "neither reached it"
 
 
 def test_median_steps_counts_never_as_infinite():
