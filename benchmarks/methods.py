@@ -183,6 +183,34 @@ def jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- models and envs
+def rpo_default(name: str) -> Any:
+    """The default of RPO's constructor argument ``name`` (SHAC's and SAPO's too, unless their defaults set it)."""
+    from sb3_rpo import RPO
+
+    return inspect.signature(RPO).parameters[name].default
+
+
+def run_protocol(task: Task, method: Method, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """
+    The protocol that a run of ``method`` with constructor arguments ``kwargs`` on ``task`` trains and is evaluated
+    under, as its result file records it. A gradient method evaluates between iterations, so every whole number of
+    iterations (``n_steps * n_envs`` env steps, :func:`rpo_default` where ``kwargs`` leave them) nearest
+    ``task.eval_every``.
+    """
+    every = task.eval_every
+    if method.gradient:
+        steps_per_iteration = kwargs.get("n_steps", rpo_default("n_steps")) * kwargs.get("n_envs", rpo_default("n_envs"))
+        every = max(1, round(every / steps_per_iteration)) * steps_per_iteration
+    return dict(
+        budget=task.budget_of(method.name),
+        train_env_id=task.train_id(method),
+        eval_env_id=task.eval_id,
+        eval_every=every,
+        n_eval_episodes=task.n_eval_episodes,
+        threshold=task.threshold,
+    )
+
+
 def make_eval_env(task: Task, seed: int) -> VecEnv:
     """
     The one eval env of the protocol: ``make_vec_env(task.eval_id, n_envs=task.n_eval_episodes, seed=1000 + seed)``,
@@ -193,7 +221,7 @@ def make_eval_env(task: Task, seed: int) -> VecEnv:
 
 def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tuple[BaseAlgorithm, VecEnv]:
     """The model of one run (on its training env) and its eval env (in the run's VecNormalize when it has one)."""
-    from sb3_rpo import RPO, make_diff_vec_env
+    from sb3_rpo import make_diff_vec_env
 
     cls = algo_class(method.algo)
     # A copy: SB3's off-policy algorithms write use_sde into the policy_kwargs they are given, which would change the
@@ -201,15 +229,15 @@ def build(task: Task, method: Method, seed: int, kwargs: dict[str, Any]) -> tupl
     kwargs = copy.deepcopy(kwargs)
     eval_env = make_eval_env(task, seed)
     if method.gradient:
-        n_envs = kwargs.pop("n_envs", inspect.signature(RPO).parameters["n_envs"].default)
-        env = make_diff_vec_env(task.diff_env_id, n_envs=n_envs, seed=seed, device="cpu", **task.diff_env_kwargs)
+        n_envs = kwargs.pop("n_envs", rpo_default("n_envs"))
+        env = make_diff_vec_env(task.diff_env_id, n_envs=n_envs, seed=seed, device="cpu", **task.train_env_kwargs(method))
         return cls("MlpPolicy", env, **kwargs, seed=seed, device="cpu"), eval_env
     n_envs, normalize = kwargs.pop("n_envs"), kwargs.pop("normalize")
     policy = kwargs.pop("policy", "MlpPolicy")
     # As rl-zoo3: make_vec_env (Monitor + DummyVecEnv) of the gymnasium id (of an embedded task, the same computed as
     # one batch) or, where the task says so, its DiffVecEnv; VecNormalize when the entry says so.
     if task.model_free_on_diff_env:
-        env = make_diff_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed, device="cpu", **task.diff_env_kwargs)
+        env = make_diff_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed, device="cpu", **task.train_env_kwargs(method))
     else:
         env = faces_vec_env(task.gym_env_id, n_envs=n_envs, seed=seed)
     if normalize:

@@ -27,7 +27,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 import sb3_rpo  # noqa: F401  (registers the differentiable ids, and their gymnasium faces)
-from benchmarks.methods import REPO_ROOT, build, hyperparams, jsonable, unavailable
+from benchmarks.methods import REPO_ROOT, build, hyperparams, jsonable, run_protocol, unavailable
 from benchmarks.study import EVAL_SEED_OFFSET, Method, Study, Task
 
 TIME_KEYS = ("forward", "backward", "policy_epochs", "critic")
@@ -125,16 +125,15 @@ def train_run(study: Study, task: Task, method: Method, seed: int) -> dict[str, 
     th.set_num_threads(1)
     kwargs, source = hyperparams(task, method)
     model, eval_env = build(task, method, seed, kwargs)
-    every = task.eval_every
-    if method.gradient:  # a whole number of iterations
-        steps_per_iteration = model.n_steps * model.n_envs
-        every = max(1, round(every / steps_per_iteration)) * steps_per_iteration
-    callback = PeriodicEval(eval_env, every, method.gradient, task.n_eval_episodes)
-    budget = task.budget_of(method.name)
+    protocol = run_protocol(task, method, kwargs)
+    # run_protocol takes RPO's n_steps and n_envs where the entry leaves them out: a method with other defaults would
+    # evaluate off its iterations
+    assert not method.gradient or protocol["eval_every"] % (model.n_steps * model.n_envs) == 0, protocol
+    callback = PeriodicEval(eval_env, protocol["eval_every"], method.gradient, task.n_eval_episodes)
     revision = commit()  # the code that trains, read before a checkout can move on during a long run
     started = time.time()
     begin = time.perf_counter()
-    model.learn(budget, callback=callback)
+    model.learn(protocol["budget"], callback=callback)
     wall = time.perf_counter() - begin
     evals = callback.records
     reached = None
@@ -147,12 +146,7 @@ def train_run(study: Study, task: Task, method: Method, seed: int) -> dict[str, 
         algo=method.algo,
         seed=seed,
         eval_seed=EVAL_SEED_OFFSET + seed,
-        budget=budget,
-        train_env_id=task.train_id(method),
-        eval_env_id=task.eval_id,
-        eval_every=every,
-        n_eval_episodes=task.n_eval_episodes,
-        threshold=task.threshold,
+        **protocol,
         hyperparams_source=source,
         hyperparams=jsonable(kwargs),
         evals=evals,

@@ -2,9 +2,9 @@
 Running a study: every (task, method, seed) is its own process (``python -m benchmarks one ...``, one torch
 thread) that writes its own result file when it ends, atomically; ``--jobs N`` runs N at a time. A run whose
 result file exists is skipped, so a stopped study resumes where it stopped and several machines can share one
-study (commit the result files as they come). A result file whose hyperparameters are no longer what the study
-resolves for its run (an entry of ``hyperparams/`` or a method's overrides changed since) is *stale*: it is trained
-again, and the report leaves it out.
+study (commit the result files as they come). A result file whose hyperparameters or protocol are no longer what
+the study resolves for its run (an entry of ``hyperparams/``, a method's overrides or the task's protocol changed
+since) is *stale*: it is trained again, and the report leaves it out.
 """
 
 from __future__ import annotations
@@ -101,20 +101,6 @@ def run_one(study: Study, run: Run, results: Path = RESULTS_DIR, reuse: bool = T
     return path
 
 
-def _protocol(task: Task, method: Method) -> tuple:
-    """What a run's training and evaluations depend on besides its algorithm, hyperparameters and seed."""
-    train_kwargs = task.diff_env_kwargs if method.gradient or task.model_free_on_diff_env else {}
-    return (
-        task.train_id(method),
-        train_kwargs,
-        task.eval_id,
-        task.budget_of(method.name),
-        task.eval_every,
-        task.n_eval_episodes,
-        task.threshold,
-    )
-
-
 def effective_hyperparams(algo: str, kwargs: dict) -> dict:
     """``kwargs`` as a result file holds them (JSON), without the arguments set to ``algo``'s defaults: an argument
     set to its default is the same run as one left out."""
@@ -137,13 +123,14 @@ def resolved_hyperparams(task: Task, method: Method) -> dict:
 
 def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> dict[Run, list[str]]:
     """
-    The finished ``runs`` whose result file no longer holds what the study would run (an entry of ``hyperparams/``,
-    rl-zoo3's entry or the method's overrides changed since), with the names of the hyperparameters that differ
-    (``<method>.<name>`` in a timing, which holds several methods), or ``train_env_id`` when its training env is no
-    longer the study's. A result that did not record its hyperparameters (timings of before they did) cannot be
-    checked: stale. Methods whose class is missing here are not checked.
+    The finished ``runs`` whose result file no longer holds what the study would run, with what differs: the names
+    of the hyperparameters (an entry of ``hyperparams/``, rl-zoo3's entry or the method's overrides changed since;
+    ``<method>.<name>`` in a timing, which holds several methods) and of the protocol's fields (:func:`run_protocol`:
+    the task's budget, training or eval env, evaluation period, episodes or threshold changed since). A result that
+    did not record its hyperparameters (timings of before they did) cannot be checked: stale. Methods whose class is
+    missing here are not checked.
     """
-    from benchmarks.methods import unavailable
+    from benchmarks.methods import hyperparams, run_protocol, unavailable
 
     wanted: dict[tuple[str, str], dict] = {}
 
@@ -152,6 +139,10 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
             wanted[task, method.name] = resolved_hyperparams(study.task(task), method)
         now, recorded = wanted[task, method.name], effective_hyperparams(method.algo, kwargs)
         return sorted(key for key in now.keys() | recorded.keys() if now.get(key) != recorded.get(key))
+
+    def protocol_changed(task: Task, method: Method, content: dict) -> list[str]:
+        protocol = run_protocol(task, method, hyperparams(task, method)[0])
+        return [key for key, value in protocol.items() if content.get(key) != value]
 
     stale = {}
     for run in runs:
@@ -170,8 +161,8 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
                 if not unavailable(method := study.method(name))
                 for key in changed(run.task, method, kwargs)
             ]
-        if run.method and content.get("train_env_id", "") != study.task(run.task).train_id(study.method(run.method)):
-            keys.append("train_env_id")  # the same hyperparameters on another training env
+        if run.method and not unavailable(method := study.method(run.method)):
+            keys += protocol_changed(study.task(run.task), method, content)
         if keys:
             stale[run] = keys
     return stale
@@ -185,11 +176,15 @@ def finished_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) ->
 
 def identical_run(study: Study, task: Task, method: Method, seed: int, results: Path = RESULTS_DIR) -> dict | None:
     """
-    The result of a finished run of another study that is this run (same algorithm, hyperparameters, seed, task
-    protocol), as this study's run; None if there is none. A run is deterministic given these (the smoke test checks
-    it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead of repeating them.
+    The result of a finished run of another study that is this run (same algorithm, hyperparameters, seed, protocol
+    and training env options), as this study's run; None if there is none. A run is deterministic given these (the
+    smoke test checks it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead
+    of repeating them.
     """
-    wanted = None
+    from benchmarks.methods import hyperparams, jsonable, run_protocol
+
+    kwargs = hyperparams(task, method)[0]
+    protocol, wanted = run_protocol(task, method, kwargs), None
     for path in sorted(results.glob(f"*/*/*/seed{seed}.json")):
         if path.parts[-4] == study.name:
             continue
@@ -199,9 +194,13 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
             other_task, other_method = other.task(content["task"]), other.method(content["method"])
         except (SystemExit, StopIteration, KeyError):  # a study, task or method that no longer exists
             continue
-        if other_method.algo != method.algo or _protocol(other_task, other_method) != _protocol(task, method):
+        if (
+            other_method.algo != method.algo
+            or any(content.get(key) != value for key, value in protocol.items())
+            or other_task.train_env_kwargs(other_method) != task.train_env_kwargs(method)
+        ):
             continue
-        wanted = wanted if wanted is not None else resolved_hyperparams(task, method)
+        wanted = wanted if wanted is not None else effective_hyperparams(method.algo, jsonable(kwargs))
         if effective_hyperparams(method.algo, content["hyperparams"]) == wanted and "reused_from" not in content:
             source = path.relative_to(results).as_posix()
             print(f"{study.name}/{task.name}/{method.name}/seed{seed}: the same run as {source}, reused", flush=True)

@@ -50,7 +50,8 @@ class Task:
     :param zoo_ids: rl-zoo3 entry (of its own ``hyperparams/<algo>.yml``) per model-free algorithm, when it is not
         ``gym_env_id``: the nearest tuned entry, and :attr:`zoo_notes` says why
     :param zoo_notes: Why these entries are the nearest ones
-    :param diff_env_kwargs: Options of ``make_diff_vec_env`` for the gradient methods' training env
+    :param diff_env_kwargs: Options of ``make_diff_vec_env`` for the DiffVecEnv that the gradient methods (and, with
+        ``model_free_on_diff_env``, the model-free ones) train on
     :param model_free_on_diff_env: The model-free methods train on the DiffVecEnv of ``gym_env_id`` as an SB3 VecEnv
         (its numpy face: every env in one simulator call) instead of ``make_vec_env`` of the id's gymnasium
         registration, which runs one simulator per env (rewarped, MJX: a warp or jax call per env per step)
@@ -87,6 +88,10 @@ class Task:
         if method.gradient:
             return self.diff_env_id
         return f"{self.gym_env_id} (DiffVecEnv)" if self.model_free_on_diff_env else self.gym_env_id
+
+    def train_env_kwargs(self, method: Method) -> dict[str, Any]:
+        """The ``make_diff_vec_env`` options of the env ``method`` trains on (none on a gymnasium registration)."""
+        return self.diff_env_kwargs if method.gradient or self.model_free_on_diff_env else {}
 
     @property
     def normalized(self) -> bool:

@@ -95,31 +95,33 @@ def test_smoke_study_runs_resumes_and_reports(tmp_path):
         assert (docs / "images" / name).stat().st_size > 0
 
 
-def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[float], threshold: float | None) -> dict:
-    """A result file of ``study`` with these final returns (and the hyperparameters it would run with today)."""
-    from benchmarks.methods import hyperparams, jsonable
+def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[float]) -> dict:
+    """A result file of ``study`` with these evaluations' returns, made with the hyperparameters and under the
+    protocol it would run with today (so not stale)."""
+    from benchmarks.methods import hyperparams, jsonable, run_protocol
 
     study_ = load_study(study)
+    task_, method_ = study_.task(task), study_.method(method)
+    kwargs = hyperparams(task_, method_)[0]
+    protocol = run_protocol(task_, method_, kwargs)
     evals = [
-        dict(steps=512 * (i + 1), train_seconds=float(i + 1), mean_return=r, std_return=0.0) for i, r in enumerate(finals)
+        dict(steps=protocol["eval_every"] * (i + 1), train_seconds=float(i + 1), mean_return=r, std_return=0.0)
+        for i, r in enumerate(finals)
     ]
-    reached = next((e for e in evals if threshold is not None and e["mean_return"] >= threshold), None)
+    reached = next((e for e in evals if task_.threshold is not None and e["mean_return"] >= task_.threshold), None)
     return dict(
         study=study,
         task=task,
         method=method,
         algo=method,
         seed=seed,
-        budget=512 * len(finals),
-        eval_every=512,
-        train_env_id=study_.task(task).train_id(study_.method(method)),
+        **protocol,
         hyperparams_source="test",
-        hyperparams=jsonable(hyperparams(study_.task(task), study_.method(method))[0]),
+        hyperparams=jsonable(kwargs),
         evals=evals,
         final_steps=evals[-1]["steps"],
         final_return=finals[-1],
         best_return=max(finals),
-        threshold=threshold,
         steps_to_threshold=reached["steps"] if reached else None,
         seconds_to_threshold=reached["train_seconds"] if reached else None,
         train_seconds=evals[-1]["train_seconds"],
@@ -134,17 +136,15 @@ def test_report_from_synthetic_results(tmp_path):
     results = tmp_path / "runs"
     task = load_study("smoke").tasks[0]  # Pendulum, threshold -200, eval every 512
     for seed, finals in enumerate(([-900.0, -300.0, -150.0], [-900.0, -250.0, -220.0], [-800.0, -190.0, -180.0])):
-        write_json(
-            Run("smoke", task.name, "rpo", seed).path(results), synthetic_run("smoke", task.name, "rpo", seed, finals, -200.0)
-        )
-        shac = synthetic_run("smoke", task.name, "shac", seed, [f - 100 for f in finals], -200.0)
+        write_json(Run("smoke", task.name, "rpo", seed).path(results), synthetic_run("smoke", task.name, "rpo", seed, finals))
+        shac = synthetic_run("smoke", task.name, "shac", seed, [f - 100 for f in finals])
         write_json(Run("smoke", task.name, "shac", seed).path(results), shac)
     # a run another study made, copied here: in the study's table, but on the algorithm page only where it was made
-    reused = synthetic_run("smoke", task.name, "rpo", 3, [-100.0], -200.0)
+    reused = synthetic_run("smoke", task.name, "rpo", 3, [-100.0])
     write_json(Run("smoke", task.name, "rpo", 3).path(results), {**reused, "reused_from": "embedded/Pendulum/rpo/seed3.json"})
     # an ablation study's run: its section gets tables but no aims (they compare RPO with SHAC and model-free methods)
     for method in ("rpo", "rpo_no_kl"):
-        ablation = synthetic_run("ablations", task.name, method, 0, [-300.0, -150.0], -200.0)
+        ablation = synthetic_run("ablations", task.name, method, 0, [-300.0, -150.0])
         write_json(Run("ablations", task.name, method, 0).path(results), ablation)
     markers = "<!-- benchmark results: generated -->\nstale rows\n<!-- end of benchmark results -->"
     (tmp_path / "rpo.md").write_text(f"# RPO\n{markers}\n")
@@ -176,9 +176,9 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
     results = tmp_path / "runs"
     for method, finals in (("rpo", ([-900.0, -150.0], [-900.0, -190.0])), ("shac", ([-900.0, -250.0], [-900.0, -300.0]))):
         for seed, returns in enumerate(finals):
-            run = synthetic_run("embedded", "Pendulum", method, seed, returns, -200.0)
+            run = synthetic_run("embedded", "Pendulum", method, seed, returns)
             write_json(Run("embedded", "Pendulum", method, seed).path(results), run)
-    ppo = synthetic_run("embedded", "Pendulum", "ppo", 0, [-900.0, -300.0, -150.0], -200.0)
+    ppo = synthetic_run("embedded", "Pendulum", "ppo", 0, [-900.0, -300.0, -150.0])
     write_json(Run("embedded", "Pendulum", "ppo", 0).path(results), ppo)
     (tmp_path / "README.md").write_text(
         "# x\n<!-- benchmark summary: generated -->\nstale\n<!-- end of benchmark summary -->\n"
@@ -188,9 +188,9 @@ def test_report_writes_the_readme_table_from_the_embedded_study(tmp_path):
     )
     readme = (tmp_path / "README.md").read_text()
     assert "stale" not in readme and "| task (threshold) | RPO | SHAC | PPO |" in readme
-    assert "| Pendulum (-200) | 1,024 steps, 2.0 s (2/2) | never (0/2) | 1,536 steps, 3.0 s (1/1) |" in readme
+    assert "| Pendulum (-200) | 5,120 steps, 2.0 s (2/2) | never (0/2) | 7,500 steps, 3.0 s (1/1) |" in readme
     # The aims say over how many seeds the model-free median was taken.
-    assert "| 1,024 vs ppo 1,536 (1 seed): met; not yet run: sac," in text
+    assert "| 5,120 vs ppo 7,500 (1 seed): met; not yet run: sac," in text
 
 
 def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out_of_the_report(tmp_path, capsys):
@@ -199,9 +199,9 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     from benchmarks.runner import finished_runs, run_study
 
     results, study = tmp_path / "runs", load_study("smoke")
-    current = synthetic_run("smoke", "Pendulum", "rpo", 0, [-300.0, -150.0], -200.0)
+    current = synthetic_run("smoke", "Pendulum", "rpo", 0, [-300.0, -150.0])
     write_json(Run("smoke", "Pendulum", "rpo", 0).path(results), current)
-    old_entry = {**synthetic_run("smoke", "Pendulum", "rpo", 1, [-300.0, -100.0], -200.0), "final_return": -100.0}
+    old_entry = {**synthetic_run("smoke", "Pendulum", "rpo", 1, [-300.0, -100.0]), "final_return": -100.0}
     old_entry["hyperparams"] = {**old_entry["hyperparams"], "n_epochs": 3}
     write_json(Run("smoke", "Pendulum", "rpo", 1).path(results), old_entry)
     runs = planned_runs(study, seeds=[0, 1, 2], tasks=["Pendulum"], methods=["rpo"])
@@ -229,6 +229,9 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     # The same hyperparameters on another training env: another run.
     write_json(runs[0].path(results), {**current, "train_env_id": "DiffPendulum-v0 (DiffVecEnv)"})
     assert stale_runs(study, runs[:1], results) == {runs[0]: ["train_env_id"]}
+    # ... and under a protocol the task no longer has (its evaluation period and threshold changed since)
+    write_json(runs[0].path(results), {**current, "eval_every": current["eval_every"] * 2, "threshold": -150.0})
+    assert stale_runs(study, runs[:1], results) == {runs[0]: ["eval_every", "threshold"]}
 
 
 def test_model_free_schedules_are_rl_zoos_and_recorded_as_its_text():
@@ -289,12 +292,13 @@ def test_median_steps_counts_never_as_infinite():
 
 
 def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
-    from benchmarks.methods import hyperparams, jsonable
+    from benchmarks.methods import hyperparams, jsonable, run_protocol
     from benchmarks.runner import identical_run
 
     ablation_study, rpo = load_study("ablations"), load_study("embedded").method("rpo")
     entry = jsonable(hyperparams(ACROBOT, rpo)[0])
     finished = dict(study="embedded", task="Acrobot", method="rpo", seed=3, hyperparams=entry)
+    finished.update(run_protocol(ACROBOT, rpo, entry))  # as a result file records it
     write_json(Run("embedded", "Acrobot", "rpo", 3).path(tmp_path), {**finished, "final_return": 400.0})
     reused = identical_run(ablation_study, ACROBOT, ablation_study.method("rpo"), 3, tmp_path)
     assert reused is not None and reused["final_return"] == 400.0
@@ -309,16 +313,18 @@ def test_a_run_identical_to_another_studys_is_reused_not_repeated(tmp_path):
     # entry both ran around
     sweeps = load_study("sweeps")
     entry = jsonable(hyperparams(PENDULUM_BEFORE_TUNING, rpo)[0])
+    protocol = run_protocol(PENDULUM_BEFORE_TUNING, rpo, entry)
     write_json(
         Run("ablations", "Pendulum", "rpo", 3).path(tmp_path),
-        dict(finished, study="ablations", task="Pendulum", hyperparams=entry),
+        dict(finished, study="ablations", task="Pendulum", hyperparams=entry, **protocol),
     )
     reused = identical_run(sweeps, sweeps.task("Pendulum"), sweeps.method("clip_0.8_1"), 3, tmp_path)
     assert reused["reused_from"] == "ablations/Pendulum/rpo/seed3.json"
     # Where the tuning study replaced RPO's entry, the ablations keep the former one: not the embedded study's run.
     for tuned in (PENDULUM, CARTPOLE):
         entry = jsonable(hyperparams(tuned, rpo)[0])
-        write_json(Run("embedded", tuned.name, "rpo", 3).path(tmp_path), dict(finished, task=tuned.name, hyperparams=entry))
+        record = dict(finished, task=tuned.name, hyperparams=entry, **run_protocol(tuned, rpo, entry))
+        write_json(Run("embedded", tuned.name, "rpo", 3).path(tmp_path), record)
         kept = ablation_study.task(tuned.name)
         assert kept.diff_hyperparams_id == f"{tuned.diff_env_id} before tuning"
         assert identical_run(ablation_study, kept, ablation_study.method("rpo"), 3, tmp_path) is None
@@ -405,13 +411,13 @@ def test_hyperparameter_sources():
     assert source == "hyperparams/rpo.yml[default] (no NoSuchTask-v0 entry)"
 
 
-def test_model_free_methods_train_on_the_diff_vec_env_where_the_task_says_so():
+def test_model_free_methods_train_on_the_diff_vec_env_where_the_task_says_so(tmp_path):
     """On rewarped and MJX the model-free methods train on the batched DiffVecEnv, recorded as such; evaluated alike."""
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
     from benchmarks.methods import build, hyperparams
     from benchmarks.protocol import train_run
-    from benchmarks.runner import _protocol
+    from benchmarks.runner import identical_run
     from sb3_rpo import DiffVecEnv
 
     assert all(task.model_free_on_diff_env for name in ("rewarped", "mjx") for task in load_study(name).tasks)
@@ -426,10 +432,12 @@ def test_model_free_methods_train_on_the_diff_vec_env_where_the_task_says_so():
     result = train_run(smoke, task, ppo, 0)
     assert result["train_env_id"] == "DiffReacher-v0 (DiffVecEnv)" and result["eval_env_id"] == "DiffReacher-v0"
     assert result["final_steps"] >= task.budget_of("ppo") and np.isfinite(result["final_return"])
-    # not the same run as one on the faces: never reused in its place
-    assert _protocol(task, ppo) != _protocol(faces, ppo) and _protocol(task, smoke.method("rpo")) == _protocol(
-        faces, smoke.method("rpo")
-    )
+    # not the same run as one on the faces: never reused in its place (another study's run on the faces would be)
+    other_study = replace(smoke, name="other")
+    write_json(Run("smoke", "Reacher", "ppo", 0).path(tmp_path), result)
+    assert identical_run(other_study, faces, ppo, 0, tmp_path) is None
+    write_json(Run("smoke", "Reacher", "ppo", 0).path(tmp_path), {**result, "train_env_id": "DiffReacher-v0"})
+    assert identical_run(other_study, faces, ppo, 0, tmp_path)["reused_from"] == "smoke/Reacher/ppo/seed0.json"
 
 
 def test_every_method_is_available_and_a_missing_class_is_named():
@@ -453,7 +461,7 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     """A run another study reused costs nothing there: the core-hours spent are the runs each study made."""
     from benchmarks.report import estimate_table
 
-    made = {**synthetic_run("embedded", "Acrobot", "rpo", 0, [-200.0], -100.0), "wall_seconds": 5400.0}
+    made = {**synthetic_run("embedded", "Acrobot", "rpo", 0, [-200.0]), "wall_seconds": 5400.0}
     write_json(Run("embedded", "Acrobot", "rpo", 0).path(tmp_path), made)
     reused = {**made, "study": "ablations", "reused_from": "embedded/Acrobot/rpo/seed0"}
     write_json(Run("ablations", "Acrobot", "rpo", 0).path(tmp_path), reused)
@@ -480,9 +488,7 @@ def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
         ("clip_0.8_1", [-300.0, -150.0]),
         ("kl_0.2_10", [-400.0, -190.0]),
     ):
-        write_json(
-            Run("sweeps", "Pendulum", name, 0).path(results), synthetic_run("sweeps", "Pendulum", name, 0, finals, -200.0)
-        )
+        write_json(Run("sweeps", "Pendulum", name, 0).path(results), synthetic_run("sweeps", "Pendulum", name, 0, finals))
     medians = {
         name: dict.fromkeys(("iteration", "forward", "backward", "policy_epochs", "critic"), t)
         for name, t in (("rpo", 0.2), ("shac", 0.1))
