@@ -776,7 +776,7 @@ def build_report(
             changed = sorted({key for keys in stale[study.name].values() for key in keys})
             lines += [
                 f"Stale, left out of this study's tables: {len(stale[study.name])} finished runs that ran with other "
-                f"hyperparameters than the study's today (`{'`, `'.join(changed)}` changed since); "
+                f"hyperparameters or protocol than the study's today (`{'`, `'.join(changed)}` changed since); "
                 f"`python -m benchmarks run --study {study.name}` trains them again: "
                 + ", ".join(f"`{str(run).split('/', 1)[1]}`" for run in stale[study.name])
                 + ".",

@@ -243,7 +243,8 @@ def run_study(
     stale = stale_runs(study, runs, results)
     for run, changed in stale.items():
         print(
-            f"stale  {run}: its hyperparameters are not what the study runs now ({', '.join(changed)}): trained again",
+            f"stale  {run}: its hyperparameters or protocol are not what the study runs now ({', '.join(changed)}): "
+            "trained again",
             flush=True,
         )
     done = [run for run in runs if run.path(results).exists() and run not in stale]

@@ -209,7 +209,7 @@ def test_a_run_whose_hyperparameters_changed_is_stale_trained_again_and_left_out
     assert finished_runs(study, runs, results) == [runs[0]]
     run_study(study, runs, results=results, dry_run=True)
     out = capsys.readouterr().out
-    assert "stale  smoke/Pendulum/rpo/seed1: its hyperparameters are not what the study runs now (n_epochs)" in out
+    assert "stale  smoke/Pendulum/rpo/seed1: its hyperparameters or protocol are not what the study runs now (n_epochs)" in out
     assert "3 runs, 1 finished, 2 to run" in out and "  smoke/Pendulum/rpo/seed1" in out
     text = build_report(results=results, page=tmp_path / "b.md", images=tmp_path / "img", csv_path=tmp_path / "r.csv", reps=20)
     assert "| RPO | 1 | -150.0 ± 0.0 |" in text  # the stale run's -100 is not in the table
