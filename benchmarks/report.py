@@ -555,12 +555,15 @@ def estimate_rows(
 
     :param finished: The finished runs' result files under ``results`` (:func:`load_results`)
     """
-    from benchmarks.methods import unavailable
+    from benchmarks.methods import hyperparams, unavailable
 
     measured: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    # the cost per env step depends on the entry (n_envs, n_steps, epochs, widths): its own runs predict it best
+    measured_entry: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     spent: dict[str, float] = defaultdict(float)
     for run in finished:
         measured[(run["train_env_id"], run["algo"])].append(run)
+        measured_entry[(run["train_env_id"], run["algo"], run["hyperparams_source"])].append(run)
         if "reused_from" not in run:
             spent[run["study"]] += run["wall_seconds"] / 3600
     rows = []
@@ -576,7 +579,8 @@ def estimate_rows(
             task, method = study.task(run.task), study.method(run.method)
             algo = "shac" if method.algo == "sapo" and unavailable(method) else method.algo
             budget = task.budget_of(method.name)
-            samples = measured.get((task.train_id(method), algo))
+            source = hyperparams(task, method)[1] if algo == method.algo else None
+            samples = measured_entry.get((task.train_id(method), algo, source)) or measured.get((task.train_id(method), algo))
             siblings = [sample for other in study.tasks for sample in measured.get((other.train_id(method), algo), [])]
             if not (samples or siblings):
                 unmeasured += 1
@@ -744,7 +748,8 @@ def build_report(
         "Cost (`python -m benchmarks estimate`), in core-hours (a run is one process on one core): what the runs made so "
         "far took (their wall-clock; a run reused from another study counts where it was made), and an estimate of what "
         "is left: each unfinished run's predicted CPU time, the median over finished runs of the same algorithm on the "
-        "same training env (any study, the `probe` study's short runs included) of their CPU time per env step in the "
+        "same training env (those of the same hyperparameter entry where there are any; any study, the `probe` study's "
+        "short runs included) of their CPU time per env step in the "
         "second half of the run plus their CPU time per evaluation, scaled to the run's budget. Runs with no such "
         "measurement are counted apart. Evaluations of a trained policy last longer than a probe's (longer episodes), so "
         "these are lower bounds where episodes end early.",

@@ -102,7 +102,7 @@ def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[fl
 
     study_ = load_study(study)
     task_, method_ = study_.task(task), study_.method(method)
-    kwargs = hyperparams(task_, method_)[0]
+    kwargs, source = hyperparams(task_, method_)
     protocol = run_protocol(task_, method_, kwargs)
     evals = [
         dict(steps=protocol["eval_every"] * (i + 1), train_seconds=float(i + 1), mean_return=r, std_return=0.0)
@@ -116,7 +116,7 @@ def synthetic_run(study: str, task: str, method: str, seed: int, finals: list[fl
         algo=method,
         seed=seed,
         **protocol,
-        hyperparams_source="test",
+        hyperparams_source=source,
         hyperparams=jsonable(kwargs),
         evals=evals,
         final_steps=evals[-1]["steps"],
@@ -477,6 +477,22 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     text = estimate_table(tmp_path, ["embedded", "ablations", "tuning"], tmp_path / "tuning")
     assert "| embedded | 350 | 1 | 1.5 |" in text and "| ablations | 75 | 1 | 0.0 |" in text
     assert "Spent in all: 2.8 core-hours: the 1 runs made so far (every study, the probes too), 1.5, and the 3" in text
+
+
+def test_cost_estimate_takes_runs_of_the_same_entry_where_there_are_any(tmp_path):
+    """The cost per env step depends on the entry (n_envs, epochs, widths): another entry's runs on the same env only
+    stand in when the entry has none."""
+    from benchmarks.report import estimate_rows, seconds_per_run
+
+    made = synthetic_run("embedded", "Acrobot", "rpo", 0, [-300.0, -100.0, -50.0])
+    write_json(Run("embedded", "Acrobot", "rpo", 0).path(tmp_path), made)
+    dearer = [dict(record, train_seconds=10 * record["train_seconds"]) for record in made["evals"]]
+    other_entry = {**made, "study": "probe", "hyperparams_source": "hyperparams/rpo.yml[another]", "evals": dearer}
+    cost = seconds_per_run(made, ACROBOT.budget, ACROBOT.eval_every)
+    (row,) = estimate_rows(tmp_path, [made, other_entry, other_entry], ["embedded"])
+    assert row[4] == pytest.approx(9 * cost / 3600)  # the 9 other seeds of RPO on Acrobot, at the entry's own cost
+    (row,) = estimate_rows(tmp_path, [{**made, "hyperparams_source": "hyperparams/rpo.yml[old]"}, other_entry], ["embedded"])
+    assert row[4] > 9 * cost / 3600  # no run of the entry: the env's runs, the dearer one among them
 
 
 def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
