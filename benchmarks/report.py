@@ -481,9 +481,11 @@ def heatmap_section(
             for ax, (title, values) in zip(axes, panels.items(), strict=True):
                 shown = np.where(np.isinf(values), np.nan, values)
                 image = ax.imshow(shown, origin="lower", cmap="viridis_r" if "steps" in title else "viridis", aspect="auto")
+                # returns of a few units (Reacher's) as the tables show them, not rounded to one value
+                digits = 0 if "steps" in title or np.nanmax(np.abs(shown), initial=0.0) >= 100 else 1
                 for (i, j), value in np.ndenumerate(values):
                     color = "white" if np.isfinite(value) else "black"  # "never" and missing cells are not drawn
-                    ax.text(j, i, fmt(value, 0), ha="center", va="center", fontsize="small", color=color)
+                    ax.text(j, i, fmt(value, digits), ha="center", va="center", fontsize="small", color=color)
                 ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
                 ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
                 ax.set_xlabel(heatmap.x)
