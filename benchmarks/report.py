@@ -484,7 +484,9 @@ def heatmap_section(
                 # returns of a few units (Reacher's) as the tables show them, not rounded to one value
                 digits = 0 if "steps" in title or np.nanmax(np.abs(shown), initial=0.0) >= 100 else 1
                 for (i, j), value in np.ndenumerate(values):
-                    color = "white" if np.isfinite(value) else "black"  # "never" and missing cells are not drawn
+                    # black on the colormap's light end and on the cells not drawn ("never", missing), else white
+                    red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1.0, 1.0, 1.0, 1.0)
+                    color = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
                     ax.text(j, i, fmt(value, digits), ha="center", va="center", fontsize="small", color=color)
                 ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
                 ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])

@@ -114,13 +114,6 @@ def effective_hyperparams(algo: str, kwargs: dict) -> dict:
     return {key: value for key, value in kwargs.items() if key not in defaults or defaults[key] != value}
 
 
-def resolved_hyperparams(task: Task, method: Method) -> dict:
-    """What a run of ``method`` on ``task`` trains with today, as :func:`effective_hyperparams`."""
-    from benchmarks.methods import hyperparams, jsonable
-
-    return effective_hyperparams(method.algo, jsonable(hyperparams(task, method)[0]))
-
-
 def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> dict[Run, list[str]]:
     """
     The finished ``runs`` whose result file no longer holds what the study would run, with what differs: the names
@@ -130,19 +123,24 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
     did not record its hyperparameters (timings of before they did) cannot be checked: stale. Methods whose class is
     missing here are not checked.
     """
-    from benchmarks.methods import hyperparams, run_protocol, unavailable
+    from benchmarks.methods import hyperparams, jsonable, run_protocol, unavailable
 
-    wanted: dict[tuple[str, str], dict] = {}
+    today: dict[tuple[str, str], tuple[dict, dict]] = {}
 
-    def changed(task: str, method: Method, kwargs: dict) -> list[str]:
-        if (task, method.name) not in wanted:
-            wanted[task, method.name] = resolved_hyperparams(study.task(task), method)
-        now, recorded = wanted[task, method.name], effective_hyperparams(method.algo, kwargs)
+    def resolved(task_name: str, method: Method) -> tuple[dict, dict]:
+        """What a run of ``method`` on the task trains with today (:func:`effective_hyperparams`), and its protocol."""
+        if (task_name, method.name) not in today:
+            task = study.task(task_name)
+            kwargs = hyperparams(task, method)[0]
+            today[task_name, method.name] = (
+                effective_hyperparams(method.algo, jsonable(kwargs)),
+                run_protocol(task, method, kwargs),
+            )
+        return today[task_name, method.name]
+
+    def changed(task_name: str, method: Method, kwargs: dict) -> list[str]:
+        now, recorded = resolved(task_name, method)[0], effective_hyperparams(method.algo, kwargs)
         return sorted(key for key in now.keys() | recorded.keys() if now.get(key) != recorded.get(key))
-
-    def protocol_changed(task: Task, method: Method, content: dict) -> list[str]:
-        protocol = run_protocol(task, method, hyperparams(task, method)[0])
-        return [key for key, value in protocol.items() if content.get(key) != value]
 
     stale = {}
     for run in runs:
@@ -162,7 +160,7 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
                 for key in changed(run.task, method, kwargs)
             ]
         if run.method and not unavailable(method := study.method(run.method)):
-            keys += protocol_changed(study.task(run.task), method, content)
+            keys += [key for key, value in resolved(run.task, method)[1].items() if content.get(key) != value]
         if keys:
             stale[run] = keys
     return stale
