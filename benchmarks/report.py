@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.docs_tables import write_between
 from benchmarks.runner import RESULTS_DIR, Run, finished_runs, planned_runs, stale_runs
-from benchmarks.study import Study, Task, load_study, study_names
+from benchmarks.study import Method, Study, Task, load_study, study_names
 
 CSV_COLUMNS = (
     "study",
@@ -207,8 +207,12 @@ def summary_header(first: str, task: Task) -> list[str]:
     return [header, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if reach else "") + "---:|---|"]
 
 
-def summary_cells(task: Task, runs: list[dict[str, Any]]) -> str:
-    """One method's runs on one task as the cells of a table row after its first: the per-task statistics."""
+def summary_cells(task: Task, method: Method, runs: list[dict[str, Any]]) -> str:
+    """One method's runs on one task as the cells of a table row after its first: the per-task statistics, and the
+    entry the study resolves today (which the runs ran with, else they would be stale) with the names the runs
+    recorded where an entry was renamed since (a tuned entry took the name of the one it replaced)."""
+    from benchmarks.methods import hyperparams
+
     finals = np.array([run["final_return"] for run in runs])
     row = (
         f"| {len(runs)} | {finals.mean():.1f} ± {finals.std():.1f} | {np.median(finals):.1f} "
@@ -222,8 +226,10 @@ def summary_cells(task: Task, runs: list[dict[str, Any]]) -> str:
         row += f"| {len(reached)}/{len(runs)} | {fmt(median_steps(runs), 0)}{span} | {fmt(float(np.median(seconds)))} "
         relapse = relapse_fraction(runs, task.threshold)
         row += f"| {'—' if relapse is None else f'{relapse:.0%}'} "
-    sources = sorted({run["hyperparams_source"] for run in runs})
-    return row + f"| {np.mean([run['train_seconds'] for run in runs]):.0f} | {'; '.join(sources)} |"
+    source = hyperparams(task, method)[1]
+    renamed = sorted({run["hyperparams_source"] for run in runs} - {source})
+    source += f" (recorded as {'; '.join(renamed)})" if renamed else ""
+    return row + f"| {np.mean([run['train_seconds'] for run in runs]):.0f} | {source} |"
 
 
 def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -231,7 +237,7 @@ def task_table(task: Task, study: Study, by_method: dict[str, list[dict[str, Any
     for method in study.methods:
         runs = by_method.get(method.name)
         if runs:
-            lines.append(f"| {method.display} " + summary_cells(task, runs))
+            lines.append(f"| {method.display} " + summary_cells(task, method, runs))
     return lines
 
 
@@ -349,7 +355,7 @@ def algorithm_results(algo: str, studies: list[Study], grouped: dict[str, Any], 
             if reach != (task.threshold is not None):  # a new header where the threshold columns come or go
                 reach = task.threshold is not None
                 rows += ([""] if rows else []) + summary_header("task", task)
-            rows.append(f"| {task.name} " + summary_cells(task, runs))
+            rows.append(f"| {task.name} " + summary_cells(task, method, runs))
         if rows:
             command = f"python -m benchmarks run --study {study.name} --methods {method.name}"
             lines += [f"**{study.title}** ([{page.name}#{study.name}]({page.name}#{study.name}), `{command}`):", "", *rows, ""]

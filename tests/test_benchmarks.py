@@ -505,6 +505,9 @@ def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
         ("kl_0.2_10", [-400.0, -190.0]),
     ):
         write_json(Run("sweeps", "Pendulum", name, 0).path(results), synthetic_run("sweeps", "Pendulum", name, 0, finals))
+    # a run that recorded its entry under the name it had before a tuned entry took it: the same values, shown as such
+    renamed = {**synthetic_run("sweeps", "Pendulum", "clip_0.8_1", 1, [-300.0]), "hyperparams_source": "rpo.yml[old]"}
+    write_json(Run("sweeps", "Pendulum", "clip_0.8_1", 1).path(results), renamed)
     medians = {
         name: dict.fromkeys(("iteration", "forward", "backward", "policy_epochs", "critic"), t)
         for name, t in (("rpo", 0.2), ("shac", 0.1))
@@ -517,6 +520,7 @@ def test_report_draws_sweep_heat_maps_and_timing_tables(tmp_path):
     assert (tmp_path / "img" / "sweeps_Pendulum_clip_low_clip_high.png").stat().st_size > 0
     assert (tmp_path / "img" / "sweeps_Pendulum_kl_coef_n_epochs.png").stat().st_size > 0
     assert "| shac | 512 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 0.50 |" in text
+    assert "| hyperparams/rpo.yml[DiffPendulum-v0 before tuning] (recorded as rpo.yml[old]) |" in text
 
 
 def test_search_study_gives_every_method_its_trials_resumes_and_fails_dead_trials(tmp_path):
