@@ -571,6 +571,7 @@ def estimate_rows(
     # the cost per env step depends on the entry (n_envs, n_steps, epochs, widths): its own runs predict it best
     measured_entry: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     spent: dict[str, float] = defaultdict(float)
+    sources: dict[tuple[str, str], str | None] = {}  # the entry of each pending (task, method), read once
     for run in finished:
         measured[(run["train_env_id"], run["algo"])].append(run)
         measured_entry[(run["train_env_id"], run["algo"], run["hyperparams_source"])].append(run)
@@ -589,7 +590,9 @@ def estimate_rows(
             task, method = study.task(run.task), study.method(run.method)
             algo = "shac" if method.algo == "sapo" and unavailable(method) else method.algo
             budget = task.budget_of(method.name)
-            source = hyperparams(task, method)[1] if algo == method.algo else None
+            if (task.name, method.name) not in sources:
+                sources[task.name, method.name] = hyperparams(task, method)[1] if algo == method.algo else None
+            source = sources[task.name, method.name]
             samples = measured_entry.get((task.train_id(method), algo, source)) or measured.get((task.train_id(method), algo))
             siblings = [sample for other in study.tasks for sample in measured.get((other.train_id(method), algo), [])]
             if not (samples or siblings):
