@@ -114,6 +114,20 @@ def effective_hyperparams(algo: str, kwargs: dict) -> dict:
     return {key: value for key, value in kwargs.items() if key not in defaults or defaults[key] != value}
 
 
+def resolved_run(task: Task, method: Method) -> tuple[dict, dict]:
+    """What a run of ``method`` on ``task`` trains with today (as :func:`effective_hyperparams`) and the protocol it
+    runs under (:func:`benchmarks.methods.run_protocol`), as its result file would record them."""
+    from benchmarks.methods import hyperparams, jsonable, run_protocol
+
+    kwargs = hyperparams(task, method)[0]
+    return effective_hyperparams(method.algo, jsonable(kwargs)), run_protocol(task, method, kwargs)
+
+
+def protocol_changes(content: dict, protocol: dict) -> list[str]:
+    """The fields of ``protocol`` that the result file ``content`` recorded otherwise."""
+    return [key for key, value in protocol.items() if content.get(key) != value]
+
+
 def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> dict[Run, list[str]]:
     """
     The finished ``runs`` whose result file no longer holds what the study would run, with what differs: the names
@@ -123,19 +137,13 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
     did not record its hyperparameters (timings of before they did) cannot be checked: stale. Methods whose class is
     missing here are not checked.
     """
-    from benchmarks.methods import hyperparams, jsonable, run_protocol, unavailable
+    from benchmarks.methods import unavailable
 
     today: dict[tuple[str, str], tuple[dict, dict]] = {}
 
     def resolved(task_name: str, method: Method) -> tuple[dict, dict]:
-        """What a run of ``method`` on the task trains with today (:func:`effective_hyperparams`), and its protocol."""
         if (task_name, method.name) not in today:
-            task = study.task(task_name)
-            kwargs = hyperparams(task, method)[0]
-            today[task_name, method.name] = (
-                effective_hyperparams(method.algo, jsonable(kwargs)),
-                run_protocol(task, method, kwargs),
-            )
+            today[task_name, method.name] = resolved_run(study.task(task_name), method)
         return today[task_name, method.name]
 
     def changed(task_name: str, method: Method, kwargs: dict) -> list[str]:
@@ -160,7 +168,7 @@ def stale_runs(study: Study, runs: list[Run], results: Path = RESULTS_DIR) -> di
                 for key in changed(run.task, method, kwargs)
             ]
         if run.method and not unavailable(method := study.method(run.method)):
-            keys += [key for key, value in resolved(run.task, method)[1].items() if content.get(key) != value]
+            keys += protocol_changes(content, resolved(run.task, method)[1])
         if keys:
             stale[run] = keys
     return stale
@@ -179,10 +187,7 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
     smoke test checks it), so e.g. the ablations' and the sweeps' shipped RPO reuse the embedded study's runs instead
     of repeating them.
     """
-    from benchmarks.methods import hyperparams, jsonable, run_protocol
-
-    kwargs = hyperparams(task, method)[0]
-    protocol, wanted = run_protocol(task, method, kwargs), None
+    wanted, protocol = resolved_run(task, method)
     for path in sorted(results.glob(f"*/*/*/seed{seed}.json")):
         if path.parts[-4] == study.name:
             continue
@@ -194,11 +199,10 @@ def identical_run(study: Study, task: Task, method: Method, seed: int, results: 
             continue
         if (
             other_method.algo != method.algo
-            or any(content.get(key) != value for key, value in protocol.items())
+            or protocol_changes(content, protocol)
             or other_task.train_env_kwargs(other_method) != task.train_env_kwargs(method)
         ):
             continue
-        wanted = wanted if wanted is not None else effective_hyperparams(method.algo, jsonable(kwargs))
         if effective_hyperparams(method.algo, content["hyperparams"]) == wanted and "reused_from" not in content:
             source = path.relative_to(results).as_posix()
             print(f"{study.name}/{task.name}/{method.name}/seed{seed}: the same run as {source}, reused", flush=True)
