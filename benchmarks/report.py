@@ -633,7 +633,9 @@ def estimate_table(results: Path, names: list[str], tuning: Path | None = None) 
         "",
         f"Spent in all: {spent + tuning_hours:.1f} core-hours: the {len(made)} runs made so far (every study, the probes "
         f"too), {spent:.1f}, and the {tuning_runs} training runs of the search studies (their trials' and shipped "
-        f"entries', read from the journals; older records hold training time only), {tuning_hours:.1f}.",
+        f"entries', read from the journals; older records hold training time only), {tuning_hours:.1f}. A lower bound: "
+        "a run made again (after its entry was adopted or changed) replaced its result file, and the run it replaced is "
+        "not counted.",
     ]
     algos = [algo for algo in ("rpo", "shac", "sapo", *MODEL_FREE) if any(key[1] == algo for key in per_method)]
     lines += ["", "The same (measured and by analogy), per algorithm:", "", "| study | " + " | ".join(algos) + " |"]
