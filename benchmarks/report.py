@@ -209,8 +209,9 @@ def summary_header(first: str, task: Task) -> list[str]:
 
 def summary_cells(task: Task, method: Method, runs: list[dict[str, Any]]) -> str:
     """One method's runs on one task as the cells of a table row after its first: the per-task statistics, and the
-    entry the study resolves today (which the runs ran with, else they would be stale) with the names the runs
-    recorded where an entry was renamed since (a tuned entry took the name of the one it replaced)."""
+    entry the study resolves today (which the runs ran with, else they would be stale; runs of a method that cannot
+    run here are not checked) with the names the runs recorded where they differ (a tuned entry took the name of the
+    one it replaced)."""
     from benchmarks.methods import hyperparams
 
     finals = np.array([run["final_return"] for run in runs])

@@ -477,6 +477,7 @@ def test_cost_table_counts_the_core_hours_spent_once(tmp_path):
     text = estimate_table(tmp_path, ["embedded", "ablations", "tuning"], tmp_path / "tuning")
     assert "| embedded | 350 | 1 | 1.5 |" in text and "| ablations | 75 | 1 | 0.0 |" in text
     assert "Spent in all: 2.8 core-hours: the 1 runs made so far (every study, the probes too), 1.5, and the 3" in text
+    assert "A lower bound: a run made again (after its entry was adopted or changed) replaced its result file" in text
 
 
 def test_cost_estimate_takes_runs_of_the_same_entry_where_there_are_any(tmp_path):
